@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+import { existsSync, promises as fs } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { type ControlPlaneState, startControlPlane, stopControlPlaneByState } from './control-plane';
+import { defaultCacheDirectory } from './control-plane-binaries';
+import { ControlPlaneError } from './control-plane-error';
+
+const USAGE = `Usage: k8s-auth-control-plane <up|down|env> [--state FILE]
+
+  up     start etcd and kube-apiserver on loopback and leave them running
+  down   stop what 'up' started (by pid) and remove its files
+  env    print the shell line that points kubectl and 'nx serve' at it
+
+  --state FILE  where 'up' records the pids and kubeconfig
+                (default: $K8S_AUTH_CACHE_DIR or ~/.cache/k8s-auth, file control-plane.json)`;
+
+async function readState(file: string): Promise<ControlPlaneState | undefined> {
+  if (!existsSync(file)) return undefined;
+  return JSON.parse(await fs.readFile(file, 'utf8')) as ControlPlaneState;
+}
+
+function running(state: ControlPlaneState): boolean {
+  return [state.pids.etcd, state.pids.kubeApiServer].every((pid) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const stateIndex = rest.indexOf('--state');
+  const stateFile = resolve(
+    stateIndex >= 0 ? (rest[stateIndex + 1] ?? '') : join(defaultCacheDirectory(), 'control-plane.json'),
+  );
+  const state = await readState(stateFile);
+
+  switch (command) {
+    case 'up': {
+      if (state && running(state)) {
+        process.stdout.write(`Already running at ${state.server}.\nexport KUBECONFIG=${state.kubeconfigPath}\n`);
+        return 0;
+      }
+      if (state) await stopControlPlaneByState(state);
+      const started = Date.now();
+      const cp = await startControlPlane({ persistent: true });
+      await fs.mkdir(dirname(stateFile), { recursive: true });
+      await fs.writeFile(stateFile, JSON.stringify(cp.state, null, 2));
+      process.stdout.write(
+        `Control plane ready at ${cp.server} in ${((Date.now() - started) / 1000).toFixed(1)} s.\n` +
+          `export KUBECONFIG=${cp.kubeconfigPath}\n` +
+          `Stop it with: k8s-auth-control-plane down\n`,
+      );
+      return 0;
+    }
+    case 'down': {
+      if (!state) {
+        process.stdout.write('No control plane recorded; nothing to stop.\n');
+        return 0;
+      }
+      await stopControlPlaneByState(state);
+      await fs.rm(stateFile, { force: true });
+      process.stdout.write(`Stopped the control plane at ${state.server}.\n`);
+      return 0;
+    }
+    case 'env': {
+      if (!state || !running(state)) {
+        process.stderr.write("No control plane is running; start one with 'k8s-auth-control-plane up'.\n");
+        return 1;
+      }
+      process.stdout.write(`export KUBECONFIG=${state.kubeconfigPath}\n`);
+      return 0;
+    }
+    default:
+      process.stderr.write(`${USAGE}\n`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`${err instanceof ControlPlaneError ? err.message : String((err as Error)?.stack ?? err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,19 @@
+/**
+ * Testing entry point (`@k8s-auth/nestjs/testing`): a real kube-apiserver and etcd on loopback, and
+ * helpers to create service accounts, pods and tokens in it, so that tests prove auth decisions
+ * against the real API server.
+ */
+export { startControlPlane, stopControlPlaneByState } from './control-plane';
+export type { ControlPlane, ControlPlaneOptions, ControlPlaneState } from './control-plane';
+export { ensureControlPlaneBinaries, controlPlaneVersions, defaultCacheDirectory } from './control-plane-binaries';
+export type { BinaryOptions, ControlPlaneBinaries } from './control-plane-binaries';
+export { ControlPlaneError } from './control-plane-error';
+export {
+  bindClusterRole,
+  createPod,
+  createServiceAccount,
+  deletePod,
+  kubeConfigFor,
+  mintServiceAccountToken,
+} from './cluster-objects';
+export type { MintedToken, MintTokenOptions, ServiceAccountRef } from './cluster-objects';
