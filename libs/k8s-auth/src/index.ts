@@ -1,1 +1,20 @@
-export * from './lib/k8s-auth.module';
+export { K8sAuthModule } from './lib/k8s-auth.module';
+export type {
+  K8sAuthModuleOptions,
+  TokenSourceOptions,
+  ProjectedTokenFileOptions,
+  TokenRequestOptions,
+} from './lib/k8s-auth-options.interface';
+export { ServiceAccountGuard } from './lib/service-account.guard';
+export { Audience, AllowServiceAccounts, AllowNamespaces, PublicRoute } from './lib/k8s-auth.decorators';
+export { Caller } from './lib/caller.decorator';
+export { API_SERVER_AUDIENCE } from './lib/k8s-auth.constants';
+export { TokenReviewer, ReviewUnavailableError } from './lib/token-reviewer';
+export type { CallerIdentity, RefusalReason, ReviewResult } from './lib/token-reviewer';
+export { TokenSources } from './lib/token-sources';
+export { TokenUnavailableError } from './lib/token-source';
+export type { TokenSource } from './lib/token-source';
+export { attachServiceAccountToken } from './lib/service-account-token.interceptor';
+export type { AttachTokenOptions } from './lib/service-account-token.interceptor';
+export { PolicyConfigurationError } from './lib/caller-policy';
+export type { TokenHeader } from './lib/bearer-token';

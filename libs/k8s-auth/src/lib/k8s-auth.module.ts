@@ -1,8 +1,18 @@
 import { Module } from '@nestjs/common';
+import { K8sAuthMetrics } from './k8s-auth.metrics';
+import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
+import { KubernetesApiClient } from './kubernetes-api.client';
+import { ServiceAccountGuard } from './service-account.guard';
+import { TokenReviewer } from './token-reviewer';
+import { TokenSources } from './token-sources';
 
+/**
+ * `K8sAuthModule.forRoot({...})` or `forRootAsync({ useFactory, inject })`, with `isGlobal: true` to
+ * use it from every module. Provides ServiceAccountGuard (incoming calls) and TokenSources (outgoing).
+ */
 @Module({
-  controllers: [],
-  providers: [],
-  exports: [],
+  providers: [KubernetesApiClient, K8sAuthMetrics, TokenReviewer, ServiceAccountGuard, TokenSources],
+  // The guard is also built where `@UseGuards` names it, so everything it injects is exported.
+  exports: [MODULE_OPTIONS_TOKEN, K8sAuthMetrics, ServiceAccountGuard, TokenReviewer, TokenSources],
 })
-export class K8sAuthModule {}
+export class K8sAuthModule extends ConfigurableModuleClass {}

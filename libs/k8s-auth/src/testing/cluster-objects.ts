@@ -1,4 +1,5 @@
 import { ApiException, CoreV1Api, KubeConfig, RbacAuthorizationV1Api } from '@kubernetes/client-node';
+import { request as httpsRequest, type RequestOptions } from 'node:https';
 
 /** A service account, as `namespace` and `name`. */
 export interface ServiceAccountRef {
@@ -138,4 +139,34 @@ async function ignoreConflict<T>(create: () => Promise<T>): Promise<T | undefine
     if (err instanceof ApiException && err.code === 409) return undefined;
     throw err;
   }
+}
+
+/**
+ * How many requests for `resource` the API server has served, from its own `apiserver_request_total`
+ * metric: proof of how often a client really called it (e.g. `tokenreviews`).
+ */
+export async function countApiServerRequests(kubeConfig: KubeConfig, resource: string): Promise<number> {
+  const options: RequestOptions = {};
+  await kubeConfig.applyToHTTPSOptions(options);
+  const server = kubeConfig.getCurrentCluster()?.server ?? '';
+  const text = await new Promise<string>((resolve, reject) => {
+    const req = httpsRequest(new URL('/metrics', server), { ...options, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () =>
+        res.statusCode === 200 ? resolve(body) : reject(new Error(`/metrics: HTTP ${res.statusCode}`)),
+      );
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('/metrics timed out')));
+    req.end();
+  });
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('apiserver_request_total{') && line.includes(`resource="${resource}"`)) {
+      total += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return total;
 }

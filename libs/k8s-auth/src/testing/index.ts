@@ -10,6 +10,7 @@ export type { BinaryOptions, ControlPlaneBinaries } from './control-plane-binari
 export { ControlPlaneError } from './control-plane-error';
 export {
   bindClusterRole,
+  countApiServerRequests,
   createPod,
   createServiceAccount,
   deletePod,
@@ -17,3 +18,5 @@ export {
   mintServiceAccountToken,
 } from './cluster-objects';
 export type { MintedToken, MintTokenOptions, ServiceAccountRef } from './cluster-objects';
+export { TokenProjector } from './token-projector';
+export type { ProjectedTokenSpec, TokenProjectorOptions } from './token-projector';

@@ -1,0 +1,78 @@
+import { createHash } from 'node:crypto';
+
+/** Request headers that may carry a caller's ServiceAccount token (Node lower-cases header names). */
+export type TokenHeader = 'authorization' | 'x-client-id';
+
+export type TokenExtraction =
+  | { kind: 'token'; token: string; header: TokenHeader }
+  | { kind: 'missing' }
+  /** `reason` is safe to log: it never contains the token or any part of the header value. */
+  | { kind: 'malformed'; reason: string };
+
+/** Kubernetes ServiceAccount tokens are ~1 KB; anything far bigger is not one and should not reach the API server. */
+export const DEFAULT_MAX_TOKEN_BYTES = 16 * 1024;
+
+// Visible ASCII plus space and tab: everything else (control characters, DEL, non-ASCII) is refused.
+const FORBIDDEN_CHARACTER = /[^\x20-\x7e\t]/;
+const WHITESPACE = /[ \t]/;
+// `Bearer` followed by one or more spaces/tabs (RFC 7235 allows 1*SP; tabs are tolerated), then the rest.
+const BEARER_CREDENTIALS = /^bearer[ \t]+/i;
+// Header, payload and signature, each non-empty base64url (JWS compact serialisation).
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+
+/**
+ * Reads the caller's token from the first of `accepted` present in `headers`, strictly: anything unusual is
+ * reported as malformed rather than guessed at, so a confused or hostile request never reaches TokenReview.
+ */
+export function extractToken(
+  headers: Record<string, string | string[] | undefined>,
+  accepted: readonly TokenHeader[],
+  maxTokenBytes = DEFAULT_MAX_TOKEN_BYTES,
+): TokenExtraction {
+  if (!Number.isSafeInteger(maxTokenBytes) || maxTokenBytes < 1) {
+    throw new RangeError(`maxTokenBytes must be a positive integer, got ${maxTokenBytes}`);
+  }
+
+  const present = [...new Set(accepted)].filter((header) => headers[header] !== undefined);
+  if (present.length === 0) return { kind: 'missing' };
+  // RFC 6750 §2: a client must not use more than one method to send the token in a request.
+  if (present.length > 1) return malformed(`token in more than one header (${present.join(', ')})`);
+
+  const header = present[0];
+  const value = headers[header];
+  // Node folds repeated custom headers into 'a, b'; other sources may hand over an array.
+  if (typeof value !== 'string') return malformed(`${header} header has several values`);
+  if (value.trim() === '') return malformed(`${header} header is empty`);
+  if (FORBIDDEN_CHARACTER.test(value)) return malformed(`${header} header contains control or non-ASCII characters`);
+  if (value.includes(',')) return malformed(`${header} header has several values`);
+
+  let token: string;
+  if (header === 'authorization') {
+    const scheme = BEARER_CREDENTIALS.exec(value);
+    // The reason never repeats the scheme: a bare token sent without one would be logged as the "scheme".
+    if (!scheme) {
+      return malformed(
+        /^bearer[ \t]*$/i.test(value) ? 'authorization header has no token' : 'authorization scheme is not Bearer',
+      );
+    }
+    token = value.slice(scheme[0].length);
+    if (token === '') return malformed('authorization header has no token');
+  } else {
+    token = value;
+  }
+  if (WHITESPACE.test(token)) return malformed(`${header} header has whitespace around or inside the token`);
+  // The value is ASCII by now, so its length is its size in bytes.
+  if (token.length > maxTokenBytes) return malformed(`token is longer than ${maxTokenBytes} bytes`);
+  if (!JWT_SHAPE.test(token)) return malformed('token is not a JWT (three dot-separated base64url segments)');
+
+  return { kind: 'token', token, header };
+}
+
+/** A short, stable, non-reversible name for a token, so logs can correlate requests without holding credentials. */
+export function tokenFingerprint(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex').slice(0, 12);
+}
+
+function malformed(reason: string): TokenExtraction {
+  return { kind: 'malformed', reason };
+}

@@ -1,0 +1,62 @@
+import type { Registry } from 'prom-client';
+import type { TokenHeader } from './bearer-token';
+import type { API_SERVER_AUDIENCE } from './k8s-auth.constants';
+
+/** A token read from a file that the kubelet projects and rotates. */
+export interface ProjectedTokenFileOptions {
+  /**
+   * Path of the token file. The legacy `/var/run/secrets/kubernetes.io/serviceaccount/token` works too.
+   * @default `/var/run/secrets/tokens/<source name>`
+   */
+  file?: string;
+  /** How often the file is read again, besides at 80 % of the token's life. @default 300_000 (5 min) */
+  refreshIntervalMs?: number;
+  /** How long start-up waits for the kubelet to write the file before it fails. @default 0 */
+  waitForFileMs?: number;
+}
+
+/** Tokens minted through the TokenRequest API: for running outside the cluster with a kubeconfig. */
+export interface TokenRequestOptions {
+  /** The service account to mint for, `namespace:name`. */
+  serviceAccount: string;
+  /** The audience the token is for (the callee's). */
+  audience: string;
+  /** Token lifetime; the API server's minimum is 600. @default 600 */
+  expirationSeconds?: number;
+}
+
+export type TokenSourceOptions = ProjectedTokenFileOptions | TokenRequestOptions;
+
+export interface K8sAuthModuleOptions {
+  /**
+   * A kubeconfig file for reaching the API server.
+   * @default in-cluster credentials inside a pod, else `$KUBECONFIG`, else `~/.kube/config`
+   */
+  kubeconfig?: string;
+  /** Deadline of each call to the API server, retries included. @default 5000 */
+  requestTimeoutMs?: number;
+  /** Retries after a connection error, a 429 or a 5xx. @default 2 */
+  retries?: number;
+  /**
+   * The audiences a guarded route asks for when it has no `@Audience()`: normally this service's own
+   * name. `'api-server'` reviews without an audience, which accepts tokens meant for the API server
+   * (legacy tokens, default pod tokens): any holder of such a token can replay it here. Avoid it.
+   */
+  audiences?: string[] | typeof API_SERVER_AUDIENCE;
+  /** Request headers the caller's token is read from; a request must use exactly one. @default ['authorization'] */
+  tokenHeaders?: TokenHeader[];
+  /** Larger tokens are refused without a review. @default 16384 */
+  maxTokenBytes?: number;
+  /** How long an accepted review is reused (never past the token's `exp`). @default 60_000 */
+  cacheTtlMs?: number;
+  /** How long a refused review is reused. @default 5_000 */
+  negativeCacheTtlMs?: number;
+  /** Bound of the review cache (least recently used entries go first). @default 10_000 */
+  maxCacheEntries?: number;
+  /** `Retry-After` of a 503 when the API server cannot answer. @default 5 */
+  retryAfterSeconds?: number;
+  /** This service's own tokens for outgoing calls, by name (e.g. the callee's audience). */
+  tokenSources?: Record<string, TokenSourceOptions>;
+  /** Where review counters and latencies go; `false` for none. @default prom-client's global registry */
+  metrics?: Registry | false;
+}

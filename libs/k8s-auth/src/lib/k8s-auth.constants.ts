@@ -1,0 +1,25 @@
+/** Reflect-metadata keys of the decorators. */
+export const AUDIENCE_KEY = 'k8s-auth:audience';
+export const ALLOW_SERVICE_ACCOUNTS_KEY = 'k8s-auth:allow-service-accounts';
+export const ALLOW_NAMESPACES_KEY = 'k8s-auth:allow-namespaces';
+export const PUBLIC_ROUTE_KEY = 'k8s-auth:public-route';
+
+/** Where the guard leaves the caller's identity on the request, for `@Caller()`. */
+export const CALLER_KEY = Symbol('k8s-auth:caller');
+
+/** The `audiences` option value that reviews without an audience: the API server's own (legacy tokens). */
+export const API_SERVER_AUDIENCE = 'api-server' as const;
+
+export const DEFAULTS = {
+  requestTimeoutMs: 5_000,
+  retries: 2,
+  tokenHeaders: ['authorization'] as const,
+  maxTokenBytes: 16 * 1024,
+  cacheTtlMs: 60_000,
+  negativeCacheTtlMs: 5_000,
+  maxCacheEntries: 10_000,
+  retryAfterSeconds: 5,
+  tokenRefreshIntervalMs: 5 * 60_000,
+  tokenExpirationSeconds: 600,
+  projectedTokenDirectory: '/var/run/secrets/tokens',
+} as const;

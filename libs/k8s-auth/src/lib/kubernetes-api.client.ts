@@ -1,0 +1,193 @@
+import { KubeConfig } from '@kubernetes/client-node';
+import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https';
+import { DEFAULTS } from './k8s-auth.constants';
+import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
+import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
+
+/**
+ * Why a call failed: `unavailable` (no connection, timeout, 429, 5xx: worth a retry later),
+ * `forbidden` (this service's own credentials may not do it), `rejected` (any other 4xx).
+ */
+export type KubernetesApiFailure = 'unavailable' | 'forbidden' | 'rejected';
+
+export class KubernetesApiError extends Error {
+  override readonly name = 'KubernetesApiError';
+  constructor(
+    readonly failure: KubernetesApiFailure,
+    message: string,
+    readonly statusCode?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Loads the client configuration: in-cluster files inside a pod, else a kubeconfig. */
+export function loadKubeConfig(kubeconfig?: string): KubeConfig {
+  const config = new KubeConfig();
+  if (kubeconfig) config.loadFromFile(kubeconfig);
+  else if (process.env['KUBERNETES_SERVICE_HOST'] && !process.env['KUBECONFIG']) config.loadFromCluster();
+  else config.loadFromDefault();
+  if (!config.getCurrentCluster()) {
+    throw new Error(
+      `No Kubernetes cluster configured (kubeconfig: ${kubeconfig ?? process.env['KUBECONFIG'] ?? '~/.kube/config'})`,
+    );
+  }
+  return config;
+}
+
+/**
+ * The one way this library talks to the API server: JSON over a single keep-alive agent (so a review
+ * costs no TLS handshake), a deadline on every call, and bounded retries with backoff for failures
+ * that a retry can fix. `@kubernetes/client-node` supplies the configuration and credentials (and
+ * re-reads rotated in-cluster tokens); its generated clients open a new agent per call, so they are
+ * not used here.
+ */
+@Injectable()
+export class KubernetesApiClient implements OnModuleDestroy {
+  private readonly timeoutMs: number;
+  private readonly retries: number;
+  private loaded: { config: KubeConfig; server: URL } | undefined;
+  private agent: HttpsAgent | HttpAgent | undefined;
+
+  constructor(@Inject(MODULE_OPTIONS_TOKEN) private readonly options: K8sAuthModuleOptions) {
+    this.timeoutMs = options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
+    this.retries = options.retries ?? DEFAULTS.retries;
+  }
+
+  /** Loaded on first use: an app that only reads a projected token file needs no kubeconfig. */
+  private get config(): KubeConfig {
+    return this.connection().config;
+  }
+
+  private get server(): URL {
+    return this.connection().server;
+  }
+
+  private connection(): { config: KubeConfig; server: URL } {
+    if (!this.loaded) {
+      const config = loadKubeConfig(this.options.kubeconfig);
+      this.loaded = { config, server: new URL(config.getCurrentCluster()?.server ?? '') };
+    }
+    return this.loaded;
+  }
+
+  /** POSTs `body` as JSON and returns the JSON answer. */
+  async create<T>(path: string, body: unknown): Promise<T> {
+    const deadline = Date.now() + this.timeoutMs;
+    const payload = JSON.stringify(body);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.send<T>(path, payload, deadline);
+      } catch (err) {
+        const retryable =
+          err instanceof KubernetesApiError && err.failure === 'unavailable' && !/timed out/.test(err.message);
+        const backoff = Math.min(1000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2);
+        if (!retryable || attempt >= this.retries || Date.now() + backoff >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, backoff));
+      }
+    }
+  }
+
+  onModuleDestroy(): void {
+    this.agent?.destroy();
+  }
+
+  private async send<T>(path: string, payload: string, deadline: number): Promise<T> {
+    const options: RequestOptions = {};
+    // Fills in the credentials (and CA, client certificate) of the current user and cluster.
+    await this.config.applyToHTTPSOptions(options);
+    const agent = this.agentFor(options);
+    const secure = this.server.protocol === 'https:';
+    const url = new URL(path, this.server);
+    const remaining = Math.max(1, deadline - Date.now());
+
+    return new Promise<T>((resolve, reject) => {
+      const req = (secure ? httpsRequest : httpRequest)(
+        url,
+        {
+          method: 'POST',
+          agent,
+          headers: {
+            ...(options.headers as Record<string, string> | undefined),
+            'content-type': 'application/json',
+            accept: 'application/json',
+            'content-length': Buffer.byteLength(payload),
+          },
+          ...(options.auth ? { auth: options.auth } : {}),
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', (err) => reject(new KubernetesApiError('unavailable', `${url.pathname}: ${err.message}`)));
+          res.on('end', () => {
+            clearTimeout(timer);
+            const status = res.statusCode ?? 0;
+            const text = Buffer.concat(chunks).toString('utf8');
+            if (status >= 200 && status < 300) {
+              try {
+                resolve(JSON.parse(text) as T);
+              } catch {
+                reject(new KubernetesApiError('unavailable', `${url.pathname}: the answer is not JSON`, status));
+              }
+              return;
+            }
+            reject(
+              new KubernetesApiError(
+                failureOf(status),
+                `${url.pathname}: HTTP ${status}: ${statusMessage(text)}`,
+                status,
+              ),
+            );
+          });
+        },
+      );
+      const timer = setTimeout(
+        () => req.destroy(new Error(`timed out after ${Math.round(this.timeoutMs)} ms`)),
+        remaining,
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(new KubernetesApiError('unavailable', `${this.server.origin}${url.pathname}: ${err.message}`));
+      });
+      req.end(payload);
+    });
+  }
+
+  private agentFor(options: RequestOptions): HttpsAgent | HttpAgent {
+    if (this.agent) return this.agent;
+    const common = { keepAlive: true, maxSockets: 64, maxFreeSockets: 16, scheduling: 'lifo' as const };
+    this.agent =
+      this.server.protocol === 'https:'
+        ? new HttpsAgent({
+            ...common,
+            ca: options.ca,
+            cert: options.cert,
+            key: options.key,
+            pfx: options.pfx,
+            passphrase: options.passphrase,
+            servername: options.servername,
+            rejectUnauthorized: options.rejectUnauthorized,
+          })
+        : new HttpAgent(common);
+    return this.agent;
+  }
+}
+
+function failureOf(status: number): KubernetesApiFailure {
+  if (status === 429 || status >= 500) return 'unavailable';
+  if (status === 401 || status === 403) return 'forbidden';
+  return 'rejected';
+}
+
+/** The `message` of a Kubernetes Status object; it names users and resources, never credentials. */
+function statusMessage(text: string): string {
+  try {
+    const message = (JSON.parse(text) as { message?: unknown }).message;
+    if (typeof message === 'string') return message.slice(0, 500);
+  } catch {
+    // not a Status object
+  }
+  return text.slice(0, 200);
+}
