@@ -1,20 +1,43 @@
-import { startControlPlane } from '../libs/k8s-auth/src/testing';
+import { startDemoEnvironment } from '../e2e/src/demo-environment';
 
-// `npm start`: a real control plane on loopback, up until Ctrl-C.
+// `npm start`: the seed's walkthrough on a real control plane, up until Ctrl-C.
 async function main(): Promise<void> {
   const started = Date.now();
-  const cp = await startControlPlane();
-  process.stdout.write(
-    `\nControl plane ready at ${cp.server} in ${((Date.now() - started) / 1000).toFixed(1)} s.\n` +
-      `In another shell:\n  export KUBECONFIG=${cp.kubeconfigPath}\n  kubectl get namespaces\n` +
-      'Press Ctrl-C to stop it.\n',
-  );
-  const stop = () => {
-    process.stdout.write('\nStopping the control plane...\n');
-    cp.stop().then(() => process.exit(0));
+  process.stdout.write('Starting kube-apiserver and etcd on loopback...\n');
+  const env = await startDemoEnvironment();
+  const stop = async (code: number) => {
+    process.stdout.write('\nStopping the services and the control plane...\n');
+    await env.stop();
+    process.exit(code);
   };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  process.once('SIGINT', () => void stop(0));
+  process.once('SIGTERM', () => void stop(0));
+
+  try {
+    const store = await env.startSecretStore();
+    const api = await env.startCaller('api', { secretStoreUrl: store.url });
+    const dataStore = await env.startCaller('data-store', { secretStoreUrl: store.url });
+    process.stdout.write(
+      `Ready in ${((Date.now() - started) / 1000).toFixed(1)} s.\n\n` +
+        `  secret-store  ${store.url}   (answers api:api only, audience secret-store)\n` +
+        `  api           ${api.url}   (GET / asks the secret store with its own token)\n` +
+        `  data-store    ${dataStore.url}   (same program as api, running as data-store:data-store)\n\n` +
+        `Token files (rotated like the kubelet does): ${env.dir}/tokens\n` +
+        `Kubernetes: export KUBECONFIG=${env.cp.kubeconfigPath}\n\n` +
+        'The walkthrough:\n',
+    );
+    const show = async (what: string, url: string) => {
+      const res = await fetch(url);
+      process.stdout.write(`  ${what}\n    curl ${url}\n    -> ${res.status} ${await res.text()}\n`);
+    };
+    await show('api -> secret store (allowed):', `${api.url}/`);
+    await show('data-store -> secret store (refused: wrong caller):', `${dataStore.url}/`);
+    await show('no token at all:', `${store.url}/`);
+    process.stdout.write(`\nLogs: ${env.dir}/*.log\nPress Ctrl-C to stop.\n`);
+  } catch (err) {
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    await stop(1);
+  }
 }
 
 main().catch((err: Error) => {

@@ -7,10 +7,23 @@ export type {
 } from './lib/k8s-auth-options.interface';
 export { ServiceAccountGuard } from './lib/service-account.guard';
 export { Audience, AllowServiceAccounts, AllowNamespaces, PublicRoute } from './lib/k8s-auth.decorators';
+export { RequireAccess } from './lib/require-access.decorator';
 export { Caller } from './lib/caller.decorator';
 export { API_SERVER_AUDIENCE } from './lib/k8s-auth.constants';
 export { TokenReviewer, ReviewUnavailableError } from './lib/token-reviewer';
 export type { CallerIdentity, RefusalReason, ReviewResult } from './lib/token-reviewer';
+export { AccessReviewer } from './lib/access-reviewer';
+export type { AccessDecision, ReviewSubject, SubjectAccessReviewSpec } from './lib/access-reviewer';
+export { InvalidRouteParameterError } from './lib/access-check';
+export type {
+  AccessAttributes,
+  AccessCheck,
+  NonResourceAccessCheck,
+  NonResourceAttributes,
+  ResourceAccessCheck,
+  ResourceAttributes,
+  RouteParam,
+} from './lib/access-check';
 export { TokenSources } from './lib/token-sources';
 export { TokenUnavailableError } from './lib/token-source';
 export type { TokenSource } from './lib/token-source';

@@ -1,12 +1,24 @@
-import { Controller, Get } from '@nestjs/common';
-import { AppService } from './app.service';
+import { Controller, Get, Res } from '@nestjs/common';
+import { AllowServiceAccounts, Caller, type CallerIdentity, PublicRoute } from '@k8s-auth/nestjs';
+import type { Response } from 'express';
+import { SecretStoreClient } from './secret-store.client';
 
 @Controller()
 export class AppController {
-  constructor(private readonly appService: AppService) {}
+  constructor(private readonly secretStore: SecretStoreClient) {}
 
+  /** Public, as in the seed: asks the secret store, as this service, and forwards its answer. */
   @Get()
-  getData() {
-    return this.appService.getData();
+  @PublicRoute()
+  async root(@Res() res: Response): Promise<void> {
+    const answer = await this.secretStore.get('/');
+    res.status(answer.status).type(answer.contentType).send(answer.body);
+  }
+
+  /** Only the data store may read the report, with a token meant for this service. */
+  @Get('internal/report')
+  @AllowServiceAccounts('data-store:data-store')
+  report(@Caller() caller: CallerIdentity) {
+    return { report: 'all systems nominal', for: caller.username };
   }
 }

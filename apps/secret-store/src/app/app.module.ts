@@ -1,10 +1,26 @@
-import { Module } from '@nestjs/common';
-import { AppController } from './app.controller';
-import { AppService } from './app.service';
+import { type DynamicModule, Module } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
+import { API_SERVER_AUDIENCE, K8sAuthModule, ServiceAccountGuard } from '@k8s-auth/nestjs';
+import { HealthModule } from '@k8s-auth/service-runtime';
+import type { SecretStoreConfig } from './secret-store.config';
+import { SecretStoreController } from './secret-store.controller';
 
-@Module({
-  imports: [],
-  controllers: [AppController],
-  providers: [AppService],
-})
-export class AppModule {}
+@Module({})
+export class AppModule {
+  static register(config: SecretStoreConfig): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [
+        K8sAuthModule.forRoot({
+          isGlobal: true,
+          audiences: config.mode === 'legacy' ? API_SERVER_AUDIENCE : [config.audience],
+          // The seed sends X-Client-Id; a request may use one of the two, never both.
+          tokenHeaders: ['authorization', 'x-client-id'],
+        }),
+        HealthModule.forRoot(),
+      ],
+      controllers: [SecretStoreController],
+      providers: [{ provide: APP_GUARD, useClass: ServiceAccountGuard }],
+    };
+  }
+}

@@ -1,4 +1,10 @@
-import { CallerPolicy, isCallerAllowed, PolicyConfigurationError, validateCallerPolicy } from './caller-policy';
+import {
+  CallerPolicy,
+  isCallerAllowed,
+  isEmptyCallerPolicy,
+  PolicyConfigurationError,
+  validateCallerPolicy,
+} from './caller-policy';
 
 const where = 'SecretsController.read';
 
@@ -89,6 +95,23 @@ describe('validateCallerPolicy', () => {
     const error = validationError({});
     expect(error).toBeInstanceOf(Error);
     expect(error.name).toBe('PolicyConfigurationError');
+  });
+});
+
+describe('validateCallerPolicy with allowEmpty (the route has @RequireAccess)', () => {
+  it.each<[string, CallerPolicy]>([
+    ['no lists', {}],
+    ['two empty lists', { serviceAccounts: [], namespaces: [] }],
+  ])('accepts a policy that names nobody: %s', (_, policy) => {
+    expect(() => validateCallerPolicy(policy, where, { allowEmpty: true })).not.toThrow();
+    expect(isEmptyCallerPolicy(policy)).toBe(true);
+  });
+
+  it('still checks the entries of a policy that names someone', () => {
+    expect(() => validateCallerPolicy({ serviceAccounts: ['api'] }, where, { allowEmpty: true })).toThrow(
+      PolicyConfigurationError,
+    );
+    expect(isEmptyCallerPolicy({ namespaces: ['api'] })).toBe(false);
   });
 });
 

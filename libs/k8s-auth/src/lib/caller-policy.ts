@@ -11,8 +11,15 @@ export class PolicyConfigurationError extends Error {
   override readonly name = 'PolicyConfigurationError';
 }
 
-/** Throws PolicyConfigurationError naming `where` (e.g. 'SecretsController.read') if `policy` is unusable. */
-export function validateCallerPolicy(policy: CallerPolicy, where: string): void {
+/**
+ * Throws PolicyConfigurationError naming `where` (e.g. 'SecretsController.read') if `policy` is unusable.
+ * An empty policy allows nobody, an error unless `allowEmpty` (the route has `@RequireAccess`: RBAC decides).
+ */
+export function validateCallerPolicy(
+  policy: CallerPolicy,
+  where: string,
+  options: { allowEmpty?: boolean } = {},
+): void {
   const serviceAccounts = checkList(policy.serviceAccounts, '@AllowServiceAccounts', where);
   const namespaces = checkList(policy.namespaces, '@AllowNamespaces', where);
 
@@ -32,9 +39,14 @@ export function validateCallerPolicy(policy: CallerPolicy, where: string): void 
       );
     }
   }
-  if (serviceAccounts.length === 0 && namespaces.length === 0) {
+  if (serviceAccounts.length === 0 && namespaces.length === 0 && !options.allowEmpty) {
     throw new PolicyConfigurationError(`${where} allows nobody: add @AllowServiceAccounts or @AllowNamespaces`);
   }
+}
+
+/** Whether `policy` names nobody: no allowlist at all. */
+export function isEmptyCallerPolicy(policy: CallerPolicy): boolean {
+  return (policy.serviceAccounts?.length ?? 0) === 0 && (policy.namespaces?.length ?? 0) === 0;
 }
 
 /** Exact matches only: validated policies contain no patterns, and a shared prefix is not a match. */

@@ -51,7 +51,20 @@ export interface K8sAuthModuleOptions {
   cacheTtlMs?: number;
   /** How long a refused review is reused. @default 5_000 */
   negativeCacheTtlMs?: number;
-  /** Bound of the review cache (least recently used entries go first). @default 10_000 */
+  /**
+   * How long an allowing SubjectAccessReview (`@RequireAccess`) is reused: a revoked RoleBinding takes
+   * effect after at most this long. @default 300_000 (5 min, as the kubelet)
+   */
+  accessCacheTtlMs?: number;
+  /**
+   * How long a denying SubjectAccessReview is reused: a new RoleBinding takes effect after at most
+   * this long. @default 30_000 (30 s, as the kubelet)
+   */
+  accessDenyCacheTtlMs?: number;
+  /**
+   * Bound of the review caches, each (TokenReview, SubjectAccessReview); least recently used entries
+   * go first. @default 10_000
+   */
   maxCacheEntries?: number;
   /** `Retry-After` of a 503 when the API server cannot answer. @default 5 */
   retryAfterSeconds?: number;

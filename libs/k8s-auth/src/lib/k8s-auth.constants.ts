@@ -3,6 +3,7 @@ export const AUDIENCE_KEY = 'k8s-auth:audience';
 export const ALLOW_SERVICE_ACCOUNTS_KEY = 'k8s-auth:allow-service-accounts';
 export const ALLOW_NAMESPACES_KEY = 'k8s-auth:allow-namespaces';
 export const PUBLIC_ROUTE_KEY = 'k8s-auth:public-route';
+export const REQUIRE_ACCESS_KEY = 'k8s-auth:require-access';
 
 /** Where the guard leaves the caller's identity on the request, for `@Caller()`. */
 export const CALLER_KEY = Symbol('k8s-auth:caller');
@@ -17,6 +18,9 @@ export const DEFAULTS = {
   maxTokenBytes: 16 * 1024,
   cacheTtlMs: 60_000,
   negativeCacheTtlMs: 5_000,
+  // As the kubelet's webhook authorizer: allowed 5 min, denied 30 s.
+  accessCacheTtlMs: 5 * 60_000,
+  accessDenyCacheTtlMs: 30_000,
   maxCacheEntries: 10_000,
   retryAfterSeconds: 5,
   tokenRefreshIntervalMs: 5 * 60_000,

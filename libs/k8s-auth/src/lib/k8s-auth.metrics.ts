@@ -4,7 +4,8 @@ import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 
 type ReviewOutcome = 'accepted' | 'refused' | 'error';
-export type Decision = 'allowed' | 'unauthenticated' | 'forbidden' | 'unavailable';
+type AccessReviewOutcome = 'allowed' | 'denied' | 'error';
+export type Decision = 'allowed' | 'unauthenticated' | 'forbidden' | 'bad_request' | 'unavailable';
 
 /**
  * Review counters and latency through prom-client. Labels are fixed words: never a token, a caller
@@ -15,6 +16,8 @@ export class K8sAuthMetrics {
   private readonly reviews?: Histogram<'outcome'>;
   private readonly cache?: Counter<'result'>;
   private readonly decisions?: Counter<'decision'>;
+  private readonly accessReviews?: Histogram<'outcome'>;
+  private readonly accessCache?: Counter<'result'>;
 
   constructor(@Inject(MODULE_OPTIONS_TOKEN) options: K8sAuthModuleOptions) {
     if (options.metrics === false) return;
@@ -53,6 +56,29 @@ export class K8sAuthMetrics {
           registers,
         }),
     );
+    this.accessReviews = existing(
+      registry,
+      'k8s_auth_subject_access_review_duration_seconds',
+      (registers) =>
+        new Histogram({
+          name: 'k8s_auth_subject_access_review_duration_seconds',
+          help: 'SubjectAccessReview calls to the API server, by outcome',
+          labelNames: ['outcome'],
+          buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+          registers,
+        }),
+    );
+    this.accessCache = existing(
+      registry,
+      'k8s_auth_access_cache_lookups_total',
+      (registers) =>
+        new Counter({
+          name: 'k8s_auth_access_cache_lookups_total',
+          help: 'SubjectAccessReview cache lookups, by result',
+          labelNames: ['result'],
+          registers,
+        }),
+    );
   }
 
   cacheLookup(hit: boolean): void {
@@ -61,6 +87,15 @@ export class K8sAuthMetrics {
 
   reviewTimer(): (outcome: ReviewOutcome) => void {
     const end = this.reviews?.startTimer();
+    return (outcome) => end?.({ outcome });
+  }
+
+  accessCacheLookup(hit: boolean): void {
+    this.accessCache?.inc({ result: hit ? 'hit' : 'miss' });
+  }
+
+  accessReviewTimer(): (outcome: AccessReviewOutcome) => void {
+    const end = this.accessReviews?.startTimer();
     return (outcome) => end?.({ outcome });
   }
 

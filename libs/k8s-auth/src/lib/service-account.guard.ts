@@ -1,4 +1,5 @@
 import {
+  BadRequestException,
   type CanActivate,
   type ExecutionContext,
   ForbiddenException,
@@ -10,8 +11,22 @@ import {
   UnauthorizedException,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
+import {
+  type AccessCheck,
+  describeAccess,
+  InvalidRouteParameterError,
+  resolveAccessChecks,
+  validateAccessChecks,
+} from './access-check';
+import { AccessReviewer } from './access-reviewer';
 import { extractToken, type TokenHeader, tokenFingerprint } from './bearer-token';
-import { type CallerPolicy, isCallerAllowed, PolicyConfigurationError, validateCallerPolicy } from './caller-policy';
+import {
+  type CallerPolicy,
+  isCallerAllowed,
+  isEmptyCallerPolicy,
+  PolicyConfigurationError,
+  validateCallerPolicy,
+} from './caller-policy';
 import {
   ALLOW_NAMESPACES_KEY,
   ALLOW_SERVICE_ACCOUNTS_KEY,
@@ -20,6 +35,7 @@ import {
   CALLER_KEY,
   DEFAULTS,
   PUBLIC_ROUTE_KEY,
+  REQUIRE_ACCESS_KEY,
 } from './k8s-auth.constants';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
@@ -27,9 +43,18 @@ import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { type CallerIdentity, ReviewUnavailableError, TokenReviewer } from './token-reviewer';
 
 interface RoutePolicy {
+  where: string;
   audiences: string[];
-  callers: CallerPolicy;
+  /** Undefined: the route has no allowlist, RBAC alone decides. */
+  callers?: CallerPolicy;
+  /** `@RequireAccess` checks of the controller and the route; all must be allowed. */
+  access: AccessCheck[];
 }
+
+type GuardedRequest = {
+  headers: Record<string, string | string[] | undefined>;
+  params?: Record<string, unknown>;
+} & Record<symbol, unknown>;
 
 type RouteHandler = ReturnType<ExecutionContext['getHandler']>;
 type Controller = ReturnType<ExecutionContext['getClass']>;
@@ -41,10 +66,12 @@ interface HeaderWriter {
 
 /**
  * Lets a request through only with a token the API server accepts for the route's audience, from a
- * service account the route's policy names. Works as a global `APP_GUARD` or with `@UseGuards`.
+ * service account the route's allowlist names (if it has one) and that RBAC allows every
+ * `@RequireAccess` check of (if it has any). Works as a global `APP_GUARD` or with `@UseGuards`.
  *
- * 401: no token, or not a well-formed one. 403: the API server refused it, or the caller is not
- * allowed. 503 with Retry-After: the API server could not answer (fail closed).
+ * 401: no token, or not a well-formed one. 403: the API server refused it, the caller is not
+ * allowed, or RBAC denied a check. 400: a route parameter feeding a check is not a Kubernetes name.
+ * 503 with Retry-After: the API server could not answer (fail closed).
  */
 @Injectable()
 export class ServiceAccountGuard implements CanActivate {
@@ -58,6 +85,7 @@ export class ServiceAccountGuard implements CanActivate {
     @Inject(MODULE_OPTIONS_TOKEN) private readonly options: K8sAuthModuleOptions,
     private readonly reflector: Reflector,
     private readonly reviewer: TokenReviewer,
+    private readonly accessReviewer: AccessReviewer,
     private readonly metrics: K8sAuthMetrics,
   ) {
     this.tokenHeaders = options.tokenHeaders ?? DEFAULTS.tokenHeaders;
@@ -72,14 +100,12 @@ export class ServiceAccountGuard implements CanActivate {
 
     const policy = this.policyOf(handler, controller);
     const http = context.switchToHttp();
-    const request = http.getRequest<
-      { headers: Record<string, string | string[] | undefined> } & Record<symbol, unknown>
-    >();
+    const request = http.getRequest<GuardedRequest>();
     const response = http.getResponse<HeaderWriter>();
 
     const extracted = extractToken(request.headers, this.tokenHeaders, this.maxTokenBytes);
     if (extracted.kind !== 'token') {
-      const error = extracted.kind === 'missing' ? '' : ', error="invalid_request"';
+      const error = extracted.kind === 'missing' ? '' : ' error="invalid_request"';
       setHeader(response, 'WWW-Authenticate', `Bearer${error}`);
       this.metrics.decision('unauthenticated');
       throw new UnauthorizedException(extracted.kind === 'missing' ? 'token required' : extracted.reason);
@@ -102,15 +128,60 @@ export class ServiceAccountGuard implements CanActivate {
       throw new ForbiddenException(result.reason);
     }
     const caller: CallerIdentity = result.caller;
-    if (!isCallerAllowed(policy.callers, { namespace: caller.namespace, name: caller.serviceAccount })) {
+    if (
+      policy.callers &&
+      !isCallerAllowed(policy.callers, { namespace: caller.namespace, name: caller.serviceAccount })
+    ) {
       this.logger.warn(`refused ${caller.username} (token ${fingerprint}): caller not allowed`);
       this.metrics.decision('forbidden');
       throw new ForbiddenException('caller not allowed');
     }
+    if (policy.access.length > 0) await this.authorize(policy, caller, request, response, fingerprint);
     this.logger.debug(`allowed ${caller.username} pod=${caller.podName ?? '-'} token ${fingerprint}`);
     this.metrics.decision('allowed');
     request[CALLER_KEY] = caller;
     return true;
+  }
+
+  /** Asks RBAC about every check of the route; returns only if all are allowed. */
+  private async authorize(
+    policy: RoutePolicy,
+    caller: CallerIdentity,
+    request: GuardedRequest,
+    response: HeaderWriter,
+    fingerprint: string,
+  ): Promise<void> {
+    let reviews;
+    try {
+      reviews = resolveAccessChecks(policy.access, request.params, policy.where);
+    } catch (err) {
+      if (err instanceof InvalidRouteParameterError) {
+        this.logger.warn(`refused ${caller.username} (token ${fingerprint}): ${err.message}`);
+        this.metrics.decision('bad_request');
+        throw new BadRequestException(err.message);
+      }
+      if (!(err instanceof PolicyConfigurationError)) throw err;
+      this.logger.error(err.message);
+      throw new InternalServerErrorException(`route ${policy.where} is not configured for ServiceAccountGuard`);
+    }
+
+    // All at once; a definite denial outweighs a failure of another check, which outweighs allowing.
+    const outcomes = await Promise.allSettled(reviews.map((r) => this.accessReviewer.review(caller, r)));
+    const denied = outcomes.findIndex((o) => o.status === 'fulfilled' && !o.value.allowed);
+    if (denied >= 0) {
+      this.logger.warn(
+        `refused ${caller.username} (token ${fingerprint}): RBAC denies ${describeAccess(reviews[denied])}`,
+      );
+      this.metrics.decision('forbidden');
+      throw new ForbiddenException('access denied by RBAC');
+    }
+    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) {
+      if (!(failed.reason instanceof ReviewUnavailableError)) throw failed.reason;
+      setHeader(response, 'Retry-After', this.retryAfter);
+      this.metrics.decision('unavailable');
+      throw new ServiceUnavailableException('authorization is unavailable, retry later');
+    }
   }
 
   /** Reads and checks a route's decorators once; a route without a complete policy never opens. */
@@ -143,11 +214,23 @@ export class ServiceAccountGuard implements CanActivate {
       throw new PolicyConfigurationError(`${where}: the audience list is empty`);
     }
 
-    // A route that declares any allowlist replaces the controller's allowlists as a whole.
+    // RBAC checks add up: the controller's and the route's must all be allowed.
+    const declaredChecks = [...this.checksOn(controller, where), ...this.checksOn(handler, where)];
+    const access = validateAccessChecks(declaredChecks, where);
+
+    // A route that declares any allowlist replaces the controller's allowlists as a whole. With RBAC
+    // checks, no allowlist at all is fine: RBAC alone decides.
     const onRoute = this.callersOn(handler);
     const callers = onRoute.serviceAccounts || onRoute.namespaces ? onRoute : this.callersOn(controller);
-    validateCallerPolicy(callers, where);
-    return { audiences, callers };
+    validateCallerPolicy(callers, where, { allowEmpty: access.length > 0 });
+    return { where, audiences, callers: isEmptyCallerPolicy(callers) ? undefined : callers, access };
+  }
+
+  private checksOn(target: RouteHandler | Controller, where: string): readonly unknown[] {
+    const checks = this.reflector.get<unknown>(REQUIRE_ACCESS_KEY, target);
+    if (checks === undefined) return [];
+    if (!Array.isArray(checks)) throw new PolicyConfigurationError(`${where}: @RequireAccess metadata is not a list`);
+    return checks;
   }
 
   private callersOn(target: RouteHandler | Controller): CallerPolicy {

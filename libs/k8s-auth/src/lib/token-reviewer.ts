@@ -24,6 +24,8 @@ export interface CallerIdentity {
   nodeName?: string;
   /** The audiences the API server confirmed; empty for a review without an audience. */
   audiences: string[];
+  /** `user.extra` of the TokenReview (pod name and uid, credential id, …), passed on to SubjectAccessReviews. */
+  extra?: Record<string, string[]>;
 }
 
 /** Why a token was refused; safe to show to the caller. */
@@ -161,6 +163,7 @@ export function interpret(status: TokenReviewStatus, audiences: readonly string[
       podUid: extra[`${EXTRA}pod-uid`]?.[0],
       nodeName: extra[`${EXTRA}node-name`]?.[0],
       audiences: confirmed,
+      ...(Object.keys(extra).length > 0 ? { extra } : {}),
     },
   };
 }

@@ -97,7 +97,13 @@ export async function ensureControlPlaneBinaries(options: BinaryOptions = {}): P
     const staging = `${target}.partial-${process.pid}`;
     await fs.rm(staging, { recursive: true, force: true });
     await fs.mkdir(staging, { recursive: true });
-    for (const mod of modules) await goBuild(mod, staging, progress);
+    try {
+      for (const mod of modules) await goBuild(mod, staging, progress);
+    } catch (err) {
+      // A failed build leaves no half-built binaries behind.
+      await fs.rm(staging, { recursive: true, force: true });
+      throw err;
+    }
     await fs.rm(target, { recursive: true, force: true });
     await fs.rename(staging, target);
     progress(`binaries ready in ${target}`);
@@ -148,7 +154,8 @@ function goInstallHint(minimum: string): string {
 async function checkGo(minimum: string): Promise<void> {
   let output: string;
   try {
-    output = (await execFileAsync('go', ['env', 'GOVERSION'], { timeout: 30_000 })).stdout.trim();
+    // The same environment as the build's, so the go that is checked is the go that builds.
+    output = (await execFileAsync('go', ['env', 'GOVERSION'], { timeout: 30_000, env: process.env })).stdout.trim();
   } catch {
     throw new ControlPlaneError(
       `Building the control plane needs Go, and no 'go' command was found. ${goInstallHint(minimum)}`,

@@ -221,9 +221,9 @@ function apiServerArgs(dir: string, etcdUrl: string, port: number): string[] {
 
 /**
  * Picks free loopback ports and runs `start`; if a port was taken between the pick and the bind,
- * picks others and tries again.
+ * picks others and tries again. Exported for its spec only; not part of the public API.
  */
-async function startWithFreePorts<T>(count: number, start: (ports: number[]) => Promise<T>): Promise<T> {
+export async function startWithFreePorts<T>(count: number, start: (ports: number[]) => Promise<T>): Promise<T> {
   let lastError: unknown;
   for (let attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
     const ports = await freePorts(count);

@@ -8,6 +8,8 @@ export type { ControlPlane, ControlPlaneOptions, ControlPlaneState } from './con
 export { ensureControlPlaneBinaries, controlPlaneVersions, defaultCacheDirectory } from './control-plane-binaries';
 export type { BinaryOptions, ControlPlaneBinaries } from './control-plane-binaries';
 export { ControlPlaneError } from './control-plane-error';
+export { ManagedProcess } from './managed-process';
+export type { ManagedProcessOptions } from './managed-process';
 export {
   bindClusterRole,
   countApiServerRequests,

@@ -13,6 +13,8 @@ export interface ManagedProcessOptions {
    * from the state file. @default false
    */
   persistent?: boolean;
+  /** The child's environment. @default this process's */
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -35,7 +37,11 @@ export class ManagedProcess {
     // The child writes straight to the file: no pipe that breaks when this process goes away.
     const log = openSync(this.logFile, 'a');
     try {
-      this.child = spawn(binary, args, { detached: true, stdio: ['ignore', log, log] });
+      this.child = spawn(binary, args, {
+        detached: true,
+        stdio: ['ignore', log, log],
+        env: options.env ?? process.env,
+      });
     } finally {
       closeSync(log);
     }

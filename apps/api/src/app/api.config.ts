@@ -1,0 +1,36 @@
+import type { TokenSourceOptions } from '@k8s-auth/nestjs';
+
+export interface ApiConfig {
+  /** Where the secret store answers. */
+  secretStoreUrl: string;
+  /** This service's own token for the secret store: a projected file, or TokenRequest outside a cluster. */
+  secretStoreToken: TokenSourceOptions;
+  /** How the token is sent: `Authorization: Bearer` or the seed's `X-Client-Id`. */
+  tokenHeader: 'authorization' | 'x-client-id';
+  /** How long a call to the secret store may take. */
+  secretStoreTimeoutMs: number;
+  /** The audience this service's own guarded routes accept. */
+  audience: string;
+}
+
+/** Reads the environment; a bad value stops start-up with a message that names the variable. */
+export function readApiConfig(env: NodeJS.ProcessEnv = process.env): ApiConfig {
+  const tokenHeader = env['TOKEN_HEADER'] ?? 'authorization';
+  if (tokenHeader !== 'authorization' && tokenHeader !== 'x-client-id') {
+    throw new Error(`TOKEN_HEADER must be 'authorization' or 'x-client-id', not '${tokenHeader}'`);
+  }
+  const timeout = Number(env['SECRET_STORE_TIMEOUT_MS'] ?? 5000);
+  if (!Number.isInteger(timeout) || timeout <= 0) {
+    throw new Error(`SECRET_STORE_TIMEOUT_MS must be a positive whole number of milliseconds`);
+  }
+  const serviceAccount = env['TOKEN_SERVICE_ACCOUNT'];
+  return {
+    secretStoreUrl: env['SECRET_STORE_URL'] ?? 'http://app.secret-store.svc.cluster.local',
+    secretStoreToken: serviceAccount
+      ? { serviceAccount, audience: env['SECRET_STORE_AUDIENCE'] ?? 'secret-store' }
+      : { file: env['TOKEN_FILE'] ?? '/var/run/secrets/tokens/secret-store-token' },
+    tokenHeader,
+    secretStoreTimeoutMs: timeout,
+    audience: env['API_AUDIENCE'] ?? 'api',
+  };
+}

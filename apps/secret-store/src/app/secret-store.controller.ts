@@ -1,0 +1,36 @@
+import { Controller, Get, Logger, Param } from '@nestjs/common';
+import { AllowServiceAccounts, Caller, type CallerIdentity, RequireAccess } from '@k8s-auth/nestjs';
+
+export const GREETING = 'Hello from secret store. You have been authenticated';
+
+@Controller()
+export class SecretStoreController {
+  private readonly logger = new Logger('SecretStore');
+
+  /** Only the API may ask, with a token meant for the secret store. */
+  @Get()
+  @AllowServiceAccounts('api:api')
+  hello(@Caller() caller: CallerIdentity): string {
+    this.logger.log(
+      `authenticated ${caller.username} pod=${caller.podName ?? '-'} ` +
+        `audiences=${caller.audiences.join(',') || '(api server)'}`,
+    );
+    return GREETING;
+  }
+
+  /**
+   * Decided by Kubernetes RBAC alone: who may `get` `secrets.secret-store.example.com` in namespace
+   * `secret-store` (k8s/base/secret-store-rbac.yaml grants it to api:api). No allowlist in code.
+   */
+  @Get('secrets/:name')
+  @RequireAccess({
+    verb: 'get',
+    group: 'secret-store.example.com',
+    resource: 'secrets',
+    namespace: 'secret-store',
+    name: { param: 'name' },
+  })
+  secret(@Param('name') name: string, @Caller() caller: CallerIdentity) {
+    return { name, value: `value of ${name}`, readBy: caller.username };
+  }
+}

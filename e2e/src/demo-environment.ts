@@ -1,0 +1,178 @@
+import { ApiException, KubernetesObjectApi, type KubernetesObject, loadAllYaml } from '@kubernetes/client-node';
+import { promises as fs } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import {
+  type ControlPlane,
+  createPod,
+  kubeConfigFor,
+  ManagedProcess,
+  type ServiceAccountRef,
+  startControlPlane,
+  TokenProjector,
+} from '@k8s-auth/nestjs/testing';
+
+/**
+ * The seed's three apps on a real control plane, without a kubelet: the namespaces, service accounts
+ * and RBAC of `k8s/base`, a pod object per caller, a kubelet-style projector writing each caller's
+ * token file, and the built services run as real processes. Used by `npm start` and by e2e/.
+ */
+
+const ROOT = resolve(__dirname, '..', '..');
+export const ACCOUNTS = {
+  api: { namespace: 'api', name: 'api' },
+  secretStore: { namespace: 'secret-store', name: 'secret-store' },
+  dataStore: { namespace: 'data-store', name: 'data-store' },
+} satisfies Record<string, ServiceAccountRef>;
+
+/** What `npm start` creates from `k8s/base`: everything but the workloads, which run as local processes. */
+const CLUSTER_KINDS = new Set([
+  'Namespace',
+  'ServiceAccount',
+  'ClusterRole',
+  'ClusterRoleBinding',
+  'Role',
+  'RoleBinding',
+]);
+
+export interface RunningService {
+  name: string;
+  url: string;
+  process: ManagedProcess;
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+export interface DemoEnvironment {
+  cp: ControlPlane;
+  dir: string;
+  /** Writes and rotates the callers' token files. */
+  projector: TokenProjector;
+  /** The token file each caller sends: audience `secret-store`, bound to the caller's pod. */
+  tokenFiles: { api: string; dataStore: string; apiLegacy: string };
+  startSecretStore(options?: { listen?: string; mode?: 'projected' | 'legacy' }): Promise<RunningService>;
+  startCaller(
+    who: 'api' | 'data-store',
+    options: { secretStoreUrl: string; listen?: string; tokenFile?: string; env?: Record<string, string> },
+  ): Promise<RunningService>;
+  stop(): Promise<void>;
+}
+
+export async function applyClusterObjects(cp: ControlPlane, kustomizeDir = join(ROOT, 'k8s', 'base')): Promise<void> {
+  const api = KubernetesObjectApi.makeApiClient(cp.kubeConfig);
+  const files = (await fs.readdir(kustomizeDir)).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
+  const objects: KubernetesObject[] = [];
+  for (const file of files.sort()) {
+    objects.push(...(loadAllYaml(await fs.readFile(join(kustomizeDir, file), 'utf8')) as KubernetesObject[]));
+  }
+  // Namespaces first, then what lives in them.
+  const ordered = objects
+    .filter((o) => CLUSTER_KINDS.has(o.kind ?? ''))
+    .sort((a, b) => Number(b.kind === 'Namespace') - Number(a.kind === 'Namespace'));
+  for (const object of ordered) {
+    try {
+      await api.create(object);
+    } catch (err) {
+      if (!(err instanceof ApiException && err.code === 409)) throw err;
+    }
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+export async function startDemoEnvironment(): Promise<DemoEnvironment> {
+  const cp = await startControlPlane();
+  const dir = await fs.mkdtemp(join(tmpdir(), 'k8s-auth-demo-'));
+  const services: RunningService[] = [];
+  let projector: TokenProjector | undefined;
+  const stop = async () => {
+    await Promise.all(services.map((s) => s.stop()));
+    await projector?.stop();
+    await cp.stop();
+    await fs.rm(dir, { recursive: true, force: true });
+  };
+  try {
+    await applyClusterObjects(cp);
+    const apiPod = await createPod(cp.kubeConfig, ACCOUNTS.api, 'api-0');
+    const dataStorePod = await createPod(cp.kubeConfig, ACCOUNTS.dataStore, 'data-store-0');
+    projector = new TokenProjector(cp.kubeConfig, {
+      directory: join(dir, 'tokens'),
+      tokens: [
+        { path: 'api-secret-store-token', serviceAccount: ACCOUNTS.api, audience: 'secret-store', pod: apiPod },
+        {
+          path: 'data-store-secret-store-token',
+          serviceAccount: ACCOUNTS.dataStore,
+          audience: 'secret-store',
+          pod: dataStorePod,
+        },
+        // The seed's first variant: the default token, meant for the API server itself.
+        { path: 'api-legacy-token', serviceAccount: ACCOUNTS.api, audience: cp.issuer, pod: apiPod },
+      ],
+    });
+    await projector.start();
+
+    // Each service talks to the API server as its own service account, as it would in a pod.
+    const kubeconfigs: Record<string, string> = {};
+    for (const [key, account] of Object.entries(ACCOUNTS)) {
+      kubeconfigs[key] = join(dir, `${key}.kubeconfig`);
+      await fs.writeFile(kubeconfigs[key], (await kubeConfigFor(cp.kubeConfig, account, 24 * 3600)).exportConfig());
+    }
+
+    const run = async (name: string, main: string, env: Record<string, string>): Promise<RunningService> => {
+      // One log per process: a service started twice must not find its predecessor's address.
+      const logFile = join(dir, `${name}-${services.length + 1}.log`);
+      const child = new ManagedProcess(name, process.execPath, [join(ROOT, 'dist', 'apps', main, 'main.js')], {
+        logFile,
+        env: { ...process.env, LOG_LEVEL: 'debug', NO_COLOR: '1', ...env },
+      });
+      let url = '';
+      await child.waitUntilReady(async () => {
+        const log = await fs.readFile(logFile, 'utf8').catch(() => '');
+        url = /listening on (http:\/\/[\w.:[\]-]+)/.exec(log)?.[1] ?? '';
+        return url !== '';
+      }, 30_000);
+      const service = { name, url, process: child, logFile, stop: () => child.stop(10_000) };
+      services.push(service);
+      return service;
+    };
+
+    return {
+      cp,
+      dir,
+      projector,
+      tokenFiles: {
+        api: join(dir, 'tokens', 'api-secret-store-token'),
+        dataStore: join(dir, 'tokens', 'data-store-secret-store-token'),
+        apiLegacy: join(dir, 'tokens', 'api-legacy-token'),
+      },
+      startSecretStore: (options = {}) =>
+        run(`secret-store${options.mode === 'legacy' ? '-legacy' : ''}`, 'secret-store', {
+          LISTEN_ADDR: options.listen ?? '127.0.0.1:0',
+          AUTH_MODE: options.mode ?? 'projected',
+          KUBECONFIG: kubeconfigs['secretStore'],
+        }),
+      startCaller: (who, options) =>
+        run(who, 'api', {
+          LISTEN_ADDR: options.listen ?? '127.0.0.1:0',
+          SECRET_STORE_URL: options.secretStoreUrl,
+          TOKEN_FILE: options.tokenFile ?? join(dir, 'tokens', `${who}-secret-store-token`),
+          KUBECONFIG: kubeconfigs[who === 'api' ? 'api' : 'dataStore'],
+          ...options.env,
+        }),
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

@@ -1,0 +1,157 @@
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import request from 'supertest';
+import { mintServiceAccountToken } from '@k8s-auth/nestjs/testing';
+import {
+  ACCOUNTS,
+  type DemoEnvironment,
+  freePort,
+  type RunningService,
+  startDemoEnvironment,
+} from './demo-environment';
+
+const GREETING = 'Hello from secret store. You have been authenticated';
+
+describe('the walkthrough: api, secret-store and data-store on a real control plane', () => {
+  let env: DemoEnvironment;
+  let store: RunningService;
+  let api: RunningService;
+  let dataStore: RunningService;
+
+  const token = (account: { namespace: string; name: string }, audience: string) =>
+    mintServiceAccountToken(env.cp.kubeConfig, account, { audiences: [audience], expirationSeconds: 600 }).then(
+      (t) => t.token,
+    );
+
+  beforeAll(async () => {
+    env = await startDemoEnvironment();
+  });
+  afterAll(() => env?.stop());
+
+  it('answers 502, naming the target, until the secret store is up; then 200 with its greeting', async () => {
+    const storePort = await freePort();
+    const storeUrl = `http://127.0.0.1:${storePort}`;
+    api = await env.startCaller('api', { secretStoreUrl: storeUrl });
+
+    const down = await request(api.url).get('/').expect(502);
+    expect(down.body.message).toContain(`Cannot reach the secret store at ${storeUrl}/`);
+    expect(down.body.message).toContain('ECONNREFUSED');
+
+    store = await env.startSecretStore({ listen: `127.0.0.1:${storePort}` });
+    const up = await request(api.url).get('/').expect(200);
+    expect(up.text).toBe(GREETING);
+    // The store logged who called, from which pod, for which audience: never the token.
+    const log = readFileSync(store.logFile, 'utf8');
+    expect(log).toMatch(/authenticated system:serviceaccount:api:api pod=api-0 audiences=secret-store/);
+    expect(log).not.toContain(readFileSync(env.tokenFiles.api, 'utf8').trim().split('.')[1].slice(0, 16));
+  });
+
+  it('refuses the data-store, a missing token and a token for another audience', async () => {
+    dataStore = await env.startCaller('data-store', { secretStoreUrl: store.url });
+    const refused = await request(dataStore.url).get('/').expect(403);
+    expect(refused.body.message).toBe('caller not allowed');
+
+    const missing = await request(store.url).get('/').expect(401);
+    expect(missing.headers['www-authenticate']).toBe('Bearer');
+
+    const dataStoreToken = readFileSync(env.tokenFiles.dataStore, 'utf8').trim();
+    await request(store.url).get('/').set('Authorization', `Bearer ${dataStoreToken}`).expect(403);
+
+    const forTheApi = await request(store.url)
+      .get('/')
+      .set('Authorization', `Bearer ${await token(ACCOUNTS.api, 'api')}`)
+      .expect(403);
+    expect(forTheApi.body.message).toBe('wrong audience');
+  });
+
+  it("guards the API's report: the data-store may read it, the api itself may not", async () => {
+    const res = await request(api.url)
+      .get('/internal/report')
+      .set('Authorization', `Bearer ${await token(ACCOUNTS.dataStore, 'api')}`)
+      .expect(200);
+    expect(res.body.for).toBe('system:serviceaccount:data-store:data-store');
+    await request(api.url)
+      .get('/internal/report')
+      .set('Authorization', `Bearer ${await token(ACCOUNTS.api, 'api')}`)
+      .expect(403);
+    // The seed's header works too, but not together with Authorization.
+    const ds = await token(ACCOUNTS.dataStore, 'api');
+    await request(api.url).get('/internal/report').set('X-Client-Id', ds).expect(200);
+    await request(api.url)
+      .get('/internal/report')
+      .set('X-Client-Id', ds)
+      .set('Authorization', `Bearer ${ds}`)
+      .expect(401);
+  });
+
+  it('lets Kubernetes RBAC alone decide who reads a secret: api by its RoleBinding, not data-store', async () => {
+    const apiToken = readFileSync(env.tokenFiles.api, 'utf8').trim();
+    const res = await request(store.url)
+      .get('/secrets/db-password')
+      .set('Authorization', `Bearer ${apiToken}`)
+      .expect(200);
+    expect(res.body).toMatchObject({ name: 'db-password', readBy: 'system:serviceaccount:api:api' });
+    const denied = await request(store.url)
+      .get('/secrets/db-password')
+      .set('Authorization', `Bearer ${readFileSync(env.tokenFiles.dataStore, 'utf8').trim()}`)
+      .expect(403);
+    expect(denied.body.message).toBe('access denied by RBAC');
+    await request(store.url).get('/secrets/..%2Fetc').set('Authorization', `Bearer ${apiToken}`).expect(400);
+  });
+
+  it('serves health endpoints without a token', async () => {
+    await request(api.url).get('/healthz').expect(200);
+    const ready = await request(api.url).get('/readyz').expect(200);
+    expect(ready.body.info['secret-store-token'].status).toBe('up');
+    await request(store.url).get('/readyz').expect(200);
+  });
+
+  it('keeps every request working while the kubelet-style projector rotates the token files', async () => {
+    let stop = false;
+    const statuses: number[] = [];
+    const load = (async () => {
+      while (!stop) statuses.push((await request(api.url).get('/')).status);
+    })();
+    for (let i = 0; i < 8; i++) {
+      await env.projector.rotateNow();
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    stop = true;
+    await load;
+    expect(statuses.length).toBeGreaterThan(20);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+  });
+
+  it('runs the legacy variant: a default token reviewed without an audience; the projected store refuses it', async () => {
+    const legacyStore = await env.startSecretStore({ mode: 'legacy' });
+    const legacyApi = await env.startCaller('api', {
+      secretStoreUrl: legacyStore.url,
+      tokenFile: env.tokenFiles.apiLegacy,
+    });
+    const res = await request(legacyApi.url).get('/').expect(200);
+    expect(res.text).toBe(GREETING);
+
+    const legacyToken = readFileSync(env.tokenFiles.apiLegacy, 'utf8').trim();
+    const refused = await request(store.url).get('/').set('Authorization', `Bearer ${legacyToken}`).expect(403);
+    expect(refused.body.message).toBe('wrong audience');
+    await Promise.all([legacyApi.stop(), legacyStore.stop()]);
+  });
+
+  it('answers 504 when the secret store does not answer in time', async () => {
+    // A listener that accepts connections and never replies.
+    const silent: Server = createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      const slowApi = await env.startCaller('api', {
+        secretStoreUrl: `http://127.0.0.1:${port}`,
+        env: { SECRET_STORE_TIMEOUT_MS: '1000' },
+      });
+      const res = await request(slowApi.url).get('/').expect(504);
+      expect(res.body.message).toContain('did not answer within 1000 ms');
+      await slowApi.stop();
+    } finally {
+      silent.close();
+    }
+  });
+});

@@ -1,0 +1,153 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { type AccessAttributes, describeAccess, type ResourceAttributes } from './access-check';
+import { DEFAULTS } from './k8s-auth.constants';
+import { K8sAuthMetrics } from './k8s-auth.metrics';
+import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
+import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
+import { KubernetesApiClient, KubernetesApiError } from './kubernetes-api.client';
+import { ReviewCache } from './review-cache';
+import { SingleFlight } from './single-flight';
+import { type CallerIdentity, ReviewUnavailableError } from './token-reviewer';
+
+/** The API server's answer to one SubjectAccessReview. `reason` is for logs, never for the caller. */
+export interface AccessDecision {
+  allowed: boolean;
+  reason?: string;
+}
+
+/** Who a SubjectAccessReview is about: the user as the TokenReview described it. */
+export interface ReviewSubject {
+  user: string;
+  uid?: string;
+  groups: string[];
+  extra?: Record<string, string[]>;
+}
+
+/** `spec` of a SubjectAccessReview: who, and what they want to do. */
+export type SubjectAccessReviewSpec = ReviewSubject & AccessAttributes;
+
+interface SubjectAccessReviewStatus {
+  allowed?: boolean;
+  denied?: boolean;
+  reason?: string;
+  evaluationError?: string;
+}
+
+const PATH = '/apis/authorization.k8s.io/v1/subjectaccessreviews';
+
+/**
+ * Asks the API server (SubjectAccessReview) whether a caller may do something, as RBAC (or whatever
+ * authorizer the cluster runs) decides. Decisions are cached, allowed and denied for their own TTLs,
+ * under a hash of the whole review (user, uid, groups, extra and attributes); concurrent identical
+ * reviews share one call; failures are never cached.
+ */
+@Injectable()
+export class AccessReviewer {
+  private readonly logger = new Logger('AccessReviewer');
+  private readonly cache: ReviewCache<AccessDecision>;
+  private readonly inFlight = new SingleFlight<string, AccessDecision>();
+  private readonly allowTtlMs: number;
+  private readonly denyTtlMs: number;
+
+  constructor(
+    @Inject(MODULE_OPTIONS_TOKEN) options: K8sAuthModuleOptions,
+    private readonly api: KubernetesApiClient,
+    private readonly metrics: K8sAuthMetrics,
+  ) {
+    this.cache = new ReviewCache({ maxEntries: options.maxCacheEntries ?? DEFAULTS.maxCacheEntries });
+    this.allowTtlMs = options.accessCacheTtlMs ?? DEFAULTS.accessCacheTtlMs;
+    this.denyTtlMs = options.accessDenyCacheTtlMs ?? DEFAULTS.accessDenyCacheTtlMs;
+  }
+
+  /**
+   * Whether `caller` may do what `attributes` describe.
+   * @throws ReviewUnavailableError when the API server cannot answer.
+   */
+  async review(caller: CallerIdentity, attributes: AccessAttributes): Promise<AccessDecision> {
+    const spec = subjectAccessReviewSpec(caller, attributes);
+    // Built in a fixed key order (extra sorted), so equal reviews give equal keys; it holds no secret.
+    // ReviewCache stores it under a fixed-size HMAC (with no audiences), so long reviews cost no memory.
+    const key = JSON.stringify(spec);
+    const cached = this.cache.get(key, []);
+    if (cached) {
+      this.metrics.accessCacheLookup(true);
+      return cached;
+    }
+    this.metrics.accessCacheLookup(false);
+    return this.inFlight.do(key, () => this.ask(key, spec));
+  }
+
+  private async ask(key: string, spec: SubjectAccessReviewSpec): Promise<AccessDecision> {
+    const stopTimer = this.metrics.accessReviewTimer();
+    let status: SubjectAccessReviewStatus;
+    try {
+      const review = await this.api.create<{ status?: SubjectAccessReviewStatus }>(PATH, {
+        apiVersion: 'authorization.k8s.io/v1',
+        kind: 'SubjectAccessReview',
+        spec,
+      });
+      status = review.status ?? {};
+    } catch (err) {
+      stopTimer('error');
+      throw this.unavailable(err);
+    }
+    const decision = interpretAccessReview(status);
+    stopTimer(decision.allowed ? 'allowed' : 'denied');
+    if (!decision.allowed && status.evaluationError) {
+      // RBAC still answered (denied), but some of the cluster's RBAC objects could not be read: say so.
+      this.logger.warn(`SubjectAccessReview for ${spec.user} (${describeAccess(spec)}): ${status.evaluationError}`);
+    }
+    this.cache.set(key, [], decision, decision.allowed ? this.allowTtlMs : this.denyTtlMs);
+    return decision;
+  }
+
+  private unavailable(err: unknown): ReviewUnavailableError {
+    if (err instanceof KubernetesApiError && err.failure === 'forbidden') {
+      const message =
+        `The API server refused this service's SubjectAccessReview (${err.message}). Its service account needs ` +
+        'the ClusterRole system:auth-delegator: create a ClusterRoleBinding of system:auth-delegator to it.';
+      this.logger.error(message);
+      return new ReviewUnavailableError(message);
+    }
+    const message = `SubjectAccessReview failed: ${err instanceof Error ? err.message : String(err)}`;
+    this.logger.warn(message);
+    return new ReviewUnavailableError(message);
+  }
+}
+
+/** The spec of the SubjectAccessReview for `caller` and `attributes`, in a fixed key order. */
+export function subjectAccessReviewSpec(caller: CallerIdentity, attributes: AccessAttributes): SubjectAccessReviewSpec {
+  const identity: ReviewSubject = {
+    user: caller.username,
+    groups: [...caller.groups],
+  };
+  if (caller.uid) identity.uid = caller.uid;
+  if (caller.extra && Object.keys(caller.extra).length > 0) {
+    identity.extra = Object.fromEntries(
+      Object.keys(caller.extra)
+        .sort()
+        .map((k) => [k, [...(caller.extra?.[k] ?? [])]]),
+    );
+  }
+  if ('nonResourceAttributes' in attributes) {
+    const { path, verb } = attributes.nonResourceAttributes;
+    return { ...identity, nonResourceAttributes: { path, verb } };
+  }
+  const { namespace, verb, group, resource, subresource, name } = attributes.resourceAttributes;
+  // Only the fields that are set, always in the same order.
+  const resourceAttributes: ResourceAttributes = {
+    ...(namespace !== undefined ? { namespace } : {}),
+    verb,
+    ...(group !== undefined ? { group } : {}),
+    resource,
+    ...(subresource !== undefined ? { subresource } : {}),
+    ...(name !== undefined ? { name } : {}),
+  };
+  return { ...identity, resourceAttributes };
+}
+
+/** Allowed only on an explicit `allowed: true`; anything else (denied, no opinion, odd answers) denies. */
+export function interpretAccessReview(status: SubjectAccessReviewStatus): AccessDecision {
+  const allowed = status.allowed === true && status.denied !== true;
+  return status.reason ? { allowed, reason: status.reason } : { allowed };
+}

@@ -1,0 +1,184 @@
+import { Controller, Get, type INestApplication, type LoggerService, UseGuards } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import request from 'supertest';
+import type { AccessAttributes } from './access-check';
+import { type AccessDecision, AccessReviewer } from './access-reviewer';
+import { AllowServiceAccounts, Audience } from './k8s-auth.decorators';
+import { K8sAuthModule } from './k8s-auth.module';
+import { RequireAccess } from './require-access.decorator';
+import { ServiceAccountGuard } from './service-account.guard';
+import { type CallerIdentity, ReviewUnavailableError, type ReviewResult, TokenReviewer } from './token-reviewer';
+
+// The guard's RBAC part, with the API server replaced by fakes; the real thing is in the integration specs.
+
+const STORE = 'secret-store.example.com';
+
+@Controller()
+@UseGuards(ServiceAccountGuard)
+@Audience('secret-store')
+@RequireAccess({ verb: 'get', group: STORE, resource: 'stores', namespace: 'secret-store' })
+class StoreController {
+  @Get('secrets/:name')
+  @RequireAccess({ verb: 'get', group: STORE, resource: 'secrets', namespace: 'secret-store', name: { param: 'name' } })
+  @RequireAccess({ path: '/audit', verb: 'post' })
+  read() {
+    return 'secret';
+  }
+
+  @Get('typo')
+  @RequireAccess({ verb: 'get', resource: 'secrets', names: 'x' } as never)
+  typo() {
+    return 'typo';
+  }
+
+  @Get('no-such-param')
+  @RequireAccess({ verb: 'get', resource: 'secrets', name: { param: 'name' } })
+  noSuchParam() {
+    return 'oops';
+  }
+}
+
+@Controller('listed')
+@UseGuards(ServiceAccountGuard)
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class ListedController {
+  /** The controller's allowlist still applies to a route that only adds RBAC checks. */
+  @Get()
+  @RequireAccess({ path: '/listed', verb: 'get' })
+  read() {
+    return 'listed';
+  }
+}
+
+@Controller('nothing')
+@UseGuards(ServiceAccountGuard)
+@Audience('secret-store')
+class NothingController {
+  @Get()
+  open() {
+    return 'open';
+  }
+}
+
+const API_CALLER: CallerIdentity = {
+  username: 'system:serviceaccount:api:api',
+  namespace: 'api',
+  serviceAccount: 'api',
+  groups: ['system:serviceaccounts'],
+  audiences: ['secret-store'],
+};
+
+class FakeTokenReviewer {
+  caller = API_CALLER;
+  async review(): Promise<ReviewResult> {
+    return { accepted: true, caller: this.caller };
+  }
+}
+
+class FakeAccessReviewer {
+  readonly asked: string[] = [];
+  decide: (described: string) => AccessDecision | Error = () => ({ allowed: true });
+  async review(_caller: CallerIdentity, attributes: AccessAttributes): Promise<AccessDecision> {
+    const described =
+      'resourceAttributes' in attributes
+        ? `${attributes.resourceAttributes.verb} ${attributes.resourceAttributes.resource}${attributes.resourceAttributes.name ? `/${attributes.resourceAttributes.name}` : ''}`
+        : `${attributes.nonResourceAttributes.verb} ${attributes.nonResourceAttributes.path}`;
+    this.asked.push(described);
+    const decision = this.decide(described);
+    if (decision instanceof Error) throw decision;
+    return decision;
+  }
+}
+
+class QuietLogger implements LoggerService {
+  readonly lines: string[] = [];
+  log = (m: unknown) => this.lines.push(String(m));
+  error = (m: unknown) => this.lines.push(String(m));
+  warn = (m: unknown) => this.lines.push(String(m));
+  debug = (m: unknown) => this.lines.push(String(m));
+  verbose = (m: unknown) => this.lines.push(String(m));
+}
+
+describe('ServiceAccountGuard with @RequireAccess', () => {
+  let app: INestApplication;
+  let tokens: FakeTokenReviewer;
+  let access: FakeAccessReviewer;
+  const logger = new QuietLogger();
+
+  beforeEach(async () => {
+    tokens = new FakeTokenReviewer();
+    access = new FakeAccessReviewer();
+    const moduleRef = await Test.createTestingModule({
+      imports: [K8sAuthModule.forRoot({ metrics: false })],
+      controllers: [StoreController, ListedController, NothingController],
+    })
+      .overrideProvider(TokenReviewer)
+      .useValue(tokens)
+      .overrideProvider(AccessReviewer)
+      .useValue(access)
+      .compile();
+    app = moduleRef.createNestApplication({ logger });
+    await app.init();
+  });
+
+  afterEach(() => app.close());
+
+  const get = (path: string) => request(app.getHttpServer()).get(path).set('Authorization', 'Bearer a.b.c');
+
+  it("asks about the controller's and the route's checks, all of them, with the route parameter", async () => {
+    await get('/secrets/db').expect(200);
+    expect(access.asked.sort()).toEqual(['get secrets/db', 'get stores', 'post /audit']);
+  });
+
+  it.each(['get stores', 'get secrets/db', 'post /audit'])('refuses with 403 when RBAC denies %s', async (denied) => {
+    access.decide = (d) => ({ allowed: d !== denied });
+    const res = await get('/secrets/db').expect(403);
+    expect(res.body).toEqual({ statusCode: 403, message: 'access denied by RBAC', error: 'Forbidden' });
+  });
+
+  it('answers 503 with Retry-After when a review cannot be made', async () => {
+    access.decide = (d) => (d === 'get stores' ? new ReviewUnavailableError('down') : { allowed: true });
+    const res = await get('/secrets/db').expect(503);
+    expect(res.headers['retry-after']).toBe('5');
+    expect(res.body.message).toBe('authorization is unavailable, retry later');
+  });
+
+  it('answers 403 rather than 503 when one check is denied and another cannot be made', async () => {
+    access.decide = (d) => (d === 'get stores' ? new ReviewUnavailableError('down') : { allowed: false });
+    await get('/secrets/db').expect(403);
+  });
+
+  it('answers 400 to a route parameter that is not a Kubernetes name, before any review', async () => {
+    const res = await get('/secrets/Not_A_Name').expect(400);
+    expect(res.body.message).toBe('route parameter "name" is not a valid name');
+    expect(access.asked).toEqual([]);
+  });
+
+  it('keeps a controller allowlist on a route that only adds RBAC checks', async () => {
+    await get('/listed').expect(200);
+    tokens.caller = { ...API_CALLER, username: 'system:serviceaccount:other:api', namespace: 'other' };
+    const res = await get('/listed').expect(403);
+    expect(res.body.message).toBe('caller not allowed');
+    expect(access.asked).toEqual(['get /listed']);
+  });
+
+  it('refuses to open a route whose check has a typo (500, logged once with the route)', async () => {
+    const res = await get('/typo').expect(500);
+    expect(res.body.message).toBe('route StoreController.typo is not configured for ServiceAccountGuard');
+    expect(logger.lines.join('\n')).toContain(
+      'StoreController.typo: @RequireAccess check 2 has an unknown field "names"',
+    );
+    expect(access.asked).toEqual([]);
+  });
+
+  it('refuses to open a route whose check reads a parameter the route does not have', async () => {
+    await get('/no-such-param').expect(500);
+    expect(logger.lines.join('\n')).toContain('reads the route parameter "name", which this route does not have');
+  });
+
+  it('still refuses a route with neither an allowlist nor RBAC checks', async () => {
+    await get('/nothing').expect(500);
+    expect(logger.lines.join('\n')).toMatch(/NothingController\.open allows nobody/);
+  });
+});
