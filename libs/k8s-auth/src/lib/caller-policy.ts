@@ -6,7 +6,7 @@ export interface CallerPolicy {
   namespaces?: readonly string[];
 }
 
-/** A policy that cannot be enforced as written; raised at startup so a typo never silently opens or closes a route. */
+/** A policy that cannot be enforced as written; raised at a route's first request (a 500 naming it), so a typo never silently opens or closes it. */
 export class PolicyConfigurationError extends Error {
   override readonly name = 'PolicyConfigurationError';
 }

@@ -12,7 +12,8 @@ const USAGE = `Usage: k8s-auth-control-plane <up|down|env> [--state FILE]
   env    print the shell line that points kubectl and 'nx serve' at it
 
   --state FILE  where 'up' records the pids and kubeconfig
-                (default: $K8S_AUTH_CACHE_DIR or ~/.cache/k8s-auth, file control-plane.json)`;
+                (default: control-plane.json in $K8S_AUTH_CACHE_DIR,
+                 else $XDG_CACHE_HOME/k8s-auth, else ~/.cache/k8s-auth)`;
 
 async function readState(file: string): Promise<ControlPlaneState | undefined> {
   if (!existsSync(file)) return undefined;
