@@ -4,16 +4,7 @@ import {
   loadAllYaml,
   RbacAuthorizationV1Api,
 } from '@kubernetes/client-node';
-import {
-  Controller,
-  Delete,
-  Get,
-  type INestApplication,
-  Logger,
-  type LoggerService,
-  Param,
-  UseGuards,
-} from '@nestjs/common';
+import { Controller, Delete, Get, type INestApplication, Logger, Param, UseGuards } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,6 +32,7 @@ import {
   mintServiceAccountToken,
   type ServiceAccountRef,
   startControlPlane,
+  RecordingLogger,
 } from '../testing';
 
 const API: ServiceAccountRef = { namespace: 'api', name: 'api' };
@@ -111,16 +103,6 @@ class OtherController {
     handlerCalls++;
     return 'metrics';
   }
-}
-
-/** Keeps every log line, to check what was said (and that no token was). */
-class RecordingLogger implements LoggerService {
-  readonly lines: string[] = [];
-  log = (m: unknown) => this.lines.push(String(m));
-  error = (m: unknown) => this.lines.push(String(m));
-  warn = (m: unknown) => this.lines.push(String(m));
-  debug = (m: unknown) => this.lines.push(String(m));
-  verbose = (m: unknown) => this.lines.push(String(m));
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,4 +1,4 @@
-import { Controller, Get, type INestApplication, Logger, type LoggerService, UseGuards } from '@nestjs/common';
+import { Controller, Get, type INestApplication, Logger, UseGuards } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,6 +27,7 @@ import {
   mintServiceAccountToken,
   type ServiceAccountRef,
   startControlPlane,
+  RecordingLogger,
 } from '../testing';
 
 const API: ServiceAccountRef = { namespace: 'api', name: 'api' };
@@ -76,16 +77,6 @@ class UnconfiguredController {
     handlerCalls++;
     return 'open';
   }
-}
-
-/** Keeps every log line, to check what was said (and that no token was). */
-class RecordingLogger implements LoggerService {
-  readonly lines: string[] = [];
-  log = (m: unknown) => this.lines.push(String(m));
-  error = (m: unknown) => this.lines.push(String(m));
-  warn = (m: unknown) => this.lines.push(String(m));
-  debug = (m: unknown) => this.lines.push(String(m));
-  verbose = (m: unknown) => this.lines.push(String(m));
 }
 
 describe('ServiceAccountGuard against a real API server', () => {

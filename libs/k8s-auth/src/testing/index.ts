@@ -9,6 +9,7 @@ export { ensureControlPlaneBinaries, controlPlaneVersions, defaultCacheDirectory
 export type { BinaryOptions, ControlPlaneBinaries } from './control-plane-binaries';
 export { ControlPlaneError } from './control-plane-error';
 export { ManagedProcess } from './managed-process';
+export { RecordingLogger } from './recording-logger';
 export type { ManagedProcessOptions } from './managed-process';
 export {
   bindClusterRole,
