@@ -4,6 +4,7 @@ export type {
   TokenSourceOptions,
   ProjectedTokenFileOptions,
   TokenRequestOptions,
+  TokenVerification,
 } from './lib/k8s-auth-options.interface';
 export { ServiceAccountGuard } from './lib/service-account.guard';
 export { Audience, AllowServiceAccounts, AllowNamespaces, PublicRoute } from './lib/k8s-auth.decorators';
@@ -12,6 +13,8 @@ export { Caller } from './lib/caller.decorator';
 export { API_SERVER_AUDIENCE } from './lib/k8s-auth.constants';
 export { TokenReviewer, ReviewUnavailableError } from './lib/token-reviewer';
 export type { CallerIdentity, RefusalReason, ReviewResult } from './lib/token-reviewer';
+export { LocalTokenVerifier } from './lib/local-token-verifier';
+export { TokenAuthenticator } from './lib/token-authenticator';
 export { AccessReviewer } from './lib/access-reviewer';
 export type { AccessDecision, ReviewSubject, SubjectAccessReviewSpec } from './lib/access-reviewer';
 export { InvalidRouteParameterError } from './lib/access-check';

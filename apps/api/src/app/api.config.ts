@@ -23,12 +23,21 @@ export function readApiConfig(env: NodeJS.ProcessEnv = process.env): ApiConfig {
   if (!Number.isInteger(timeout) || timeout <= 0) {
     throw new Error(`SECRET_STORE_TIMEOUT_MS must be a positive whole number of milliseconds`);
   }
+  // How often the token file is read again besides at 80 % of the token's life (the library's default: 5 min).
+  const refresh = env['TOKEN_REFRESH_INTERVAL_MS'];
+  const refreshIntervalMs = refresh === undefined ? undefined : Number(refresh);
+  if (refreshIntervalMs !== undefined && (!Number.isInteger(refreshIntervalMs) || refreshIntervalMs <= 0)) {
+    throw new Error(`TOKEN_REFRESH_INTERVAL_MS must be a positive whole number of milliseconds`);
+  }
   const serviceAccount = env['TOKEN_SERVICE_ACCOUNT'];
   return {
     secretStoreUrl: env['SECRET_STORE_URL'] ?? 'http://app.secret-store.svc.cluster.local',
     secretStoreToken: serviceAccount
       ? { serviceAccount, audience: env['SECRET_STORE_AUDIENCE'] ?? 'secret-store' }
-      : { file: env['TOKEN_FILE'] ?? '/var/run/secrets/tokens/secret-store-token' },
+      : {
+          file: env['TOKEN_FILE'] ?? '/var/run/secrets/tokens/secret-store-token',
+          ...(refreshIntervalMs === undefined ? {} : { refreshIntervalMs }),
+        },
     tokenHeader,
     secretStoreTimeoutMs: timeout,
     audience: env['API_AUDIENCE'] ?? 'api',

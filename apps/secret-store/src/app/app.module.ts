@@ -14,6 +14,7 @@ export class AppModule {
         K8sAuthModule.forRoot({
           isGlobal: true,
           audiences: config.mode === 'legacy' ? API_SERVER_AUDIENCE : [config.audience],
+          verification: config.verification,
           // The seed sends X-Client-Id; a request may use one of the two, never both.
           tokenHeaders: ['authorization', 'x-client-id'],
         }),

@@ -1,3 +1,5 @@
+import type { TokenVerification } from '@k8s-auth/nestjs';
+
 export interface SecretStoreConfig {
   /**
    * `projected`: callers send a token meant for this service (`audience`). `legacy`: callers send
@@ -7,12 +9,23 @@ export interface SecretStoreConfig {
   mode: 'projected' | 'legacy';
   /** This service's audience in `projected` mode. */
   audience: string;
+  /** How callers' tokens are verified (`VERIFICATION`); the local modes need `projected`. @default 'tokenReview' */
+  verification: TokenVerification;
 }
+
+const VERIFICATIONS: readonly TokenVerification[] = ['tokenReview', 'local', 'local+review'];
 
 export function readSecretStoreConfig(env: NodeJS.ProcessEnv = process.env): SecretStoreConfig {
   const mode = env['AUTH_MODE'] ?? 'projected';
   if (mode !== 'projected' && mode !== 'legacy') {
     throw new Error(`AUTH_MODE must be 'projected' or 'legacy', not '${mode}'`);
   }
-  return { mode, audience: env['AUDIENCE'] ?? 'secret-store' };
+  const verification = (env['VERIFICATION'] ?? 'tokenReview') as TokenVerification;
+  if (!VERIFICATIONS.includes(verification)) {
+    throw new Error(`VERIFICATION must be one of ${VERIFICATIONS.join(', ')}, not '${verification}'`);
+  }
+  if (mode === 'legacy' && verification !== 'tokenReview') {
+    throw new Error(`VERIFICATION=${verification} needs AUTH_MODE=projected: legacy tokens are only reviewed`);
+  }
+  return { mode, audience: env['AUDIENCE'] ?? 'secret-store', verification };
 }

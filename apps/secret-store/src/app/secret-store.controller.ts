@@ -1,5 +1,5 @@
 import { Controller, Get, Logger, Param } from '@nestjs/common';
-import { AllowServiceAccounts, Caller, type CallerIdentity, RequireAccess } from '@k8s-auth/nestjs';
+import { AllowServiceAccounts, Caller, type CallerIdentity, PublicRoute, RequireAccess } from '@k8s-auth/nestjs';
 
 export const GREETING = 'Hello from secret store. You have been authenticated';
 
@@ -16,6 +16,23 @@ export class SecretStoreController {
         `audiences=${caller.audiences.join(',') || '(api server)'}`,
     );
     return GREETING;
+  }
+
+  /** No token needed: a cheap answer for load balancers, and the benchmark's unguarded baseline. */
+  @Get('public/ping')
+  @PublicRoute()
+  publicPing(): string {
+    return 'pong';
+  }
+
+  /**
+   * The same answer behind the guard: a caller can check that its token is accepted without reading
+   * anything, and the benchmark measures the guard alone against `GET /public/ping`.
+   */
+  @Get('ping')
+  @AllowServiceAccounts('api:api')
+  ping(): string {
+    return 'pong';
   }
 
   /**

@@ -1,5 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { DEFAULT_MAX_TOKEN_BYTES, extractToken, TokenExtraction, TokenHeader, tokenFingerprint } from './bearer-token';
+import {
+  DEFAULT_MAX_TOKEN_BYTES,
+  extractToken,
+  TokenExtraction,
+  TokenHeader,
+  tokenFingerprint,
+  tokenHeadersOf,
+} from './bearer-token';
 
 // A JWT-shaped string built here, so no credential-looking literal lives in the repository.
 function testJwt(payload: object = { sub: 'system:serviceaccount:team-a:billing' }): string {
@@ -226,6 +233,60 @@ describe('extractToken', () => {
       expectMalformed(result, /longer than/);
       expect(result.kind === 'malformed' && result.reason).not.toContain(secret.slice(0, 8));
     });
+  });
+});
+
+describe('tokenHeadersOf', () => {
+  it('keeps every value of a repeated header, which Node reduces to the first in `headers`', () => {
+    const [first, second] = [testJwt(), testJwt()];
+    const request = {
+      headers: { authorization: `Bearer ${first}` },
+      headersDistinct: { authorization: [`Bearer ${first}`, `Bearer ${second}`] },
+    };
+    const headers = tokenHeadersOf(request, ['authorization']);
+    expect(headers).toEqual({ authorization: [`Bearer ${first}`, `Bearer ${second}`] });
+    expectMalformed(extractToken(headers, ['authorization']), /several values/);
+  });
+
+  it('passes a header sent once, and reads only the accepted ones', () => {
+    const token = testJwt();
+    const request = {
+      headers: { authorization: `Bearer ${token}`, 'x-client-id': token },
+      headersDistinct: { authorization: [`Bearer ${token}`], 'x-client-id': [token] },
+    };
+    expect(tokenHeadersOf(request, ['authorization'])).toEqual({ authorization: `Bearer ${token}` });
+    expect(tokenHeadersOf({ headers: { authorization: 'Bearer x' } }, ['authorization'])).toEqual({
+      authorization: 'Bearer x',
+    });
+  });
+
+  it('finds repeats in rawHeaders (any case) and reads headersDistinct only then', () => {
+    const [first, second] = [testJwt(), testJwt()];
+    const distinct = jest.fn(() => ({ authorization: [`Bearer ${first}`, `Bearer ${second}`] }));
+    const request = {
+      headers: { authorization: `Bearer ${first}` },
+      rawHeaders: ['Host', 'x', 'Authorization', `Bearer ${first}`, 'AUTHORIZATION', `Bearer ${second}`],
+      get headersDistinct() {
+        return distinct();
+      },
+    };
+    expect(tokenHeadersOf(request, ['authorization'])).toEqual({
+      authorization: [`Bearer ${first}`, `Bearer ${second}`],
+    });
+    expect(distinct).toHaveBeenCalledTimes(1);
+
+    const once = {
+      headers: { authorization: `Bearer ${first}` },
+      rawHeaders: ['Authorization', `Bearer ${first}`],
+      get headersDistinct() {
+        return distinct();
+      },
+    };
+    expect(tokenHeadersOf(once, ['authorization', 'x-client-id'])).toEqual({
+      authorization: `Bearer ${first}`,
+      'x-client-id': undefined,
+    });
+    expect(distinct).toHaveBeenCalledTimes(1);
   });
 });
 

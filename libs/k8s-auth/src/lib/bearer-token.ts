@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /** Request headers that may carry a caller's ServiceAccount token (Node lower-cases header names). */
 export type TokenHeader = 'authorization' | 'x-client-id';
@@ -19,6 +19,8 @@ const WHITESPACE = /[ \t]/;
 const BEARER_CREDENTIALS = /^bearer[ \t]+/i;
 // Header, payload and signature, each non-empty base64url (JWS compact serialisation).
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+// The usual header, `Bearer <JWT>`, whose every check below passes: decided in one scan.
+const BEARER_JWT = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
 
 /**
  * Reads the caller's token from the first of `accepted` present in `headers`, strictly: anything unusual is
@@ -31,6 +33,20 @@ export function extractToken(
 ): TokenExtraction {
   if (!Number.isSafeInteger(maxTokenBytes) || maxTokenBytes < 1) {
     throw new RangeError(`maxTokenBytes must be a positive integer, got ${maxTokenBytes}`);
+  }
+
+  // Fast path (every guarded request takes it): the thorough checks below would all pass. Anything else goes on to
+  // them, which name what is wrong.
+  const authorization = headers['authorization'];
+  if (typeof authorization === 'string' && accepted.includes('authorization')) {
+    const usual = BEARER_JWT.exec(authorization);
+    if (
+      usual &&
+      usual[1].length <= maxTokenBytes &&
+      accepted.every((header) => header === 'authorization' || headers[header] === undefined)
+    ) {
+      return { kind: 'token', token: usual[1], header: 'authorization' };
+    }
   }
 
   const present = [...new Set(accepted)].filter((header) => headers[header] !== undefined);
@@ -68,9 +84,51 @@ export function extractToken(
   return { kind: 'token', token, header };
 }
 
+/** A request's headers as Node parses them: `headersDistinct` (Node ≥ 18.3) keeps every value of each. */
+export interface RequestHeaders {
+  headers: Record<string, string | string[] | undefined>;
+  headersDistinct?: Record<string, string[] | undefined>;
+  /** Names and values as received, alternating (Node's `rawHeaders`). */
+  rawHeaders?: readonly string[];
+}
+
+/**
+ * The token headers of a request, for {@link extractToken}, with repeats kept: Node's `headers` holds
+ * only the first of several `Authorization` headers and drops the others silently, so a request with
+ * two would pass as one with the first. A header sent more than once is returned as the list of its
+ * values, which extractToken refuses.
+ */
+export function tokenHeadersOf(
+  request: RequestHeaders,
+  accepted: readonly TokenHeader[],
+): Record<string, string | string[] | undefined> {
+  const result: Record<string, string | string[] | undefined> = {};
+  for (const header of accepted) {
+    const all = maybeRepeated(request, header) ? request.headersDistinct?.[header] : undefined;
+    result[header] = all && all.length > 1 ? all : request.headers[header];
+  }
+  return result;
+}
+
+/**
+ * False when `header` is certainly not repeated: absent, or once in `rawHeaders`. Node builds `headersDistinct` for all
+ * headers on first access, which costs more than the rest of a cached check; a pass over `rawHeaders` does not.
+ */
+function maybeRepeated(request: RequestHeaders, header: string): boolean {
+  if (request.headers[header] === undefined) return false;
+  const raw = request.rawHeaders;
+  if (!raw) return true;
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === header.length && raw[i].toLowerCase() === header && ++seen > 1) return true;
+  }
+  return false;
+}
+
 /** A short, stable, non-reversible name for a token, so logs can correlate requests without holding credentials. */
 export function tokenFingerprint(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex').slice(0, 12);
+  // One-shot: no Hash stream object per request (this runs on every guarded request).
+  return hash('sha256', token, 'hex').slice(0, 12);
 }
 
 function malformed(reason: string): TokenExtraction {

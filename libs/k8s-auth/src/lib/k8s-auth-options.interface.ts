@@ -27,6 +27,17 @@ export interface TokenRequestOptions {
 
 export type TokenSourceOptions = ProjectedTokenFileOptions | TokenRequestOptions;
 
+/**
+ * How the guard verifies a caller's token:
+ * - `tokenReview`: asks the API server (TokenReview) once per token and caches the answer.
+ * - `local`: verifies the JWT itself against the keys the API server publishes (OIDC discovery), with no call per
+ *   token: keeps answering while the API server is down, but accepts the token of a deleted pod or service account
+ *   until the token expires.
+ * - `local+review`: verifies locally first (forgeries never reach the API server), then confirms each new token once
+ *   with a TokenReview, cached as in `tokenReview`, so deletions are still seen.
+ */
+export type TokenVerification = 'tokenReview' | 'local' | 'local+review';
+
 export interface K8sAuthModuleOptions {
   /**
    * A kubeconfig file for reaching the API server.
@@ -66,6 +77,20 @@ export interface K8sAuthModuleOptions {
    * go first. @default 10_000
    */
   maxCacheEntries?: number;
+  /** How tokens are verified; see {@link TokenVerification}. @default 'tokenReview' */
+  verification?: TokenVerification;
+  /** Local verification: clock skew allowed on the token's `exp`, `nbf` and `iat`. @default 60 */
+  clockSkewSeconds?: number;
+  /**
+   * Local verification: the API server's signing keys are fetched again after this long, in the background (the
+   * keys fetched before are kept while it cannot be reached). @default 300_000 (5 min)
+   */
+  jwksRefreshIntervalMs?: number;
+  /**
+   * Local verification: a token signed with an unknown key id makes the keys be fetched again at once, at most
+   * once per this interval; other such tokens are refused meanwhile. @default 10_000
+   */
+  jwksMinRefreshIntervalMs?: number;
   /** `Retry-After` of a 503 when the API server cannot answer. @default 5 */
   retryAfterSeconds?: number;
   /** This service's own tokens for outgoing calls, by name (e.g. the callee's audience). */

@@ -18,6 +18,7 @@ export class K8sAuthMetrics {
   private readonly decisions?: Counter<'decision'>;
   private readonly accessReviews?: Histogram<'outcome'>;
   private readonly accessCache?: Counter<'result'>;
+  private readonly jwksFetches?: Counter<'outcome'>;
 
   constructor(@Inject(MODULE_OPTIONS_TOKEN) options: K8sAuthModuleOptions) {
     if (options.metrics === false) return;
@@ -79,6 +80,17 @@ export class K8sAuthMetrics {
           registers,
         }),
     );
+    this.jwksFetches = existing(
+      registry,
+      'k8s_auth_jwks_fetches_total',
+      (registers) =>
+        new Counter({
+          name: 'k8s_auth_jwks_fetches_total',
+          help: "Fetches of the API server's token signing keys for local verification, by outcome",
+          labelNames: ['outcome'],
+          registers,
+        }),
+    );
   }
 
   cacheLookup(hit: boolean): void {
@@ -97,6 +109,10 @@ export class K8sAuthMetrics {
   accessReviewTimer(): (outcome: AccessReviewOutcome) => void {
     const end = this.accessReviews?.startTimer();
     return (outcome) => end?.({ outcome });
+  }
+
+  jwksFetch(outcome: 'success' | 'error'): void {
+    this.jwksFetches?.inc({ outcome });
   }
 
   decision(decision: Decision): void {

@@ -3,7 +3,9 @@ import { AccessReviewer } from './access-reviewer';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import { KubernetesApiClient } from './kubernetes-api.client';
+import { LocalTokenVerifier } from './local-token-verifier';
 import { ServiceAccountGuard } from './service-account.guard';
+import { TokenAuthenticator } from './token-authenticator';
 import { TokenReviewer } from './token-reviewer';
 import { TokenSources } from './token-sources';
 
@@ -13,8 +15,26 @@ import { TokenSources } from './token-sources';
  * AccessReviewer) and TokenSources (outgoing).
  */
 @Module({
-  providers: [KubernetesApiClient, K8sAuthMetrics, TokenReviewer, AccessReviewer, ServiceAccountGuard, TokenSources],
+  providers: [
+    KubernetesApiClient,
+    K8sAuthMetrics,
+    TokenReviewer,
+    LocalTokenVerifier,
+    TokenAuthenticator,
+    AccessReviewer,
+    ServiceAccountGuard,
+    TokenSources,
+  ],
   // The guard is also built where `@UseGuards` names it, so everything it injects is exported.
-  exports: [MODULE_OPTIONS_TOKEN, K8sAuthMetrics, ServiceAccountGuard, TokenReviewer, AccessReviewer, TokenSources],
+  exports: [
+    MODULE_OPTIONS_TOKEN,
+    K8sAuthMetrics,
+    ServiceAccountGuard,
+    TokenReviewer,
+    LocalTokenVerifier,
+    TokenAuthenticator,
+    AccessReviewer,
+    TokenSources,
+  ],
 })
 export class K8sAuthModule extends ConfigurableModuleClass {}

@@ -1,5 +1,5 @@
 import { KubeConfig } from '@kubernetes/client-node';
-import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https';
 import { DEFAULTS } from './k8s-auth.constants';
@@ -45,7 +45,7 @@ export function loadKubeConfig(kubeconfig?: string): KubeConfig {
  * not used here.
  */
 @Injectable()
-export class KubernetesApiClient implements OnModuleDestroy {
+export class KubernetesApiClient implements OnApplicationShutdown {
   private readonly timeoutMs: number;
   private readonly retries: number;
   private loaded: { config: KubeConfig; server: URL } | undefined;
@@ -74,12 +74,28 @@ export class KubernetesApiClient implements OnModuleDestroy {
   }
 
   /** POSTs `body` as JSON and returns the JSON answer. */
-  async create<T>(path: string, body: unknown): Promise<T> {
+  create<T>(path: string, body: unknown): Promise<T> {
+    return this.call<T>('POST', path, JSON.stringify(body));
+  }
+
+  /**
+   * GETs `path` (e.g. the API server's OIDC discovery documents) and returns the JSON answer. `accept` names the
+   * media type when the API server serves another one than `application/json` (the JWKS: `application/jwk-set+json`).
+   */
+  get<T>(path: string, accept = 'application/json'): Promise<T> {
+    return this.call<T>('GET', path, undefined, accept);
+  }
+
+  private async call<T>(
+    method: 'GET' | 'POST',
+    path: string,
+    payload?: string,
+    accept = 'application/json',
+  ): Promise<T> {
     const deadline = Date.now() + this.timeoutMs;
-    const payload = JSON.stringify(body);
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.send<T>(path, payload, deadline);
+        return await this.send<T>(method, path, payload, accept, deadline);
       } catch (err) {
         const retryable =
           err instanceof KubernetesApiError && err.failure === 'unavailable' && !/timed out/.test(err.message);
@@ -90,11 +106,27 @@ export class KubernetesApiClient implements OnModuleDestroy {
     }
   }
 
-  onModuleDestroy(): void {
+  /** Whether `url` is on the API server this client talks to (same scheme, host and port). */
+  isApiServer(url: URL): boolean {
+    return url.origin === this.server.origin;
+  }
+
+  /**
+   * After the HTTP server has closed (Nest calls this hook last), not at onModuleDestroy: requests
+   * still in flight during a graceful shutdown need their reviews, and destroying the agent under
+   * them would cut those calls and make them start over on new connections.
+   */
+  onApplicationShutdown(): void {
     this.agent?.destroy();
   }
 
-  private async send<T>(path: string, payload: string, deadline: number): Promise<T> {
+  private async send<T>(
+    method: 'GET' | 'POST',
+    path: string,
+    payload: string | undefined,
+    accept: string,
+    deadline: number,
+  ): Promise<T> {
     const options: RequestOptions = {};
     // Fills in the credentials (and CA, client certificate) of the current user and cluster.
     await this.config.applyToHTTPSOptions(options);
@@ -107,13 +139,14 @@ export class KubernetesApiClient implements OnModuleDestroy {
       const req = (secure ? httpsRequest : httpRequest)(
         url,
         {
-          method: 'POST',
+          method,
           agent,
           headers: {
             ...(options.headers as Record<string, string> | undefined),
-            'content-type': 'application/json',
-            accept: 'application/json',
-            'content-length': Buffer.byteLength(payload),
+            accept,
+            ...(payload === undefined
+              ? {}
+              : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
           },
           ...(options.auth ? { auth: options.auth } : {}),
         },

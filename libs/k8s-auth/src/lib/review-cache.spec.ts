@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import { inspect } from 'node:util';
-import { Clock, ReviewCache } from './review-cache';
+import { Clock, ReviewCache, Sha256Hmac } from './review-cache';
 
 class FakeClock implements Clock {
   constructor(public time = 1_700_000_000_000) {}
@@ -280,14 +280,32 @@ describe('ReviewCache', () => {
       const cache = newCache();
       const token = testToken();
       cache.set(token, ['b', 'a'], 'allowed', 10_000);
-      const createHmac = jest.spyOn(crypto, 'createHmac');
+      const digest = jest.spyOn(Sha256Hmac.prototype, 'digest');
       try {
         expect(cache.get(token, ['a', 'b'])).toBe('allowed');
         expect(cache.get(testToken(), ['a', 'b'])).toBeUndefined();
-        expect(createHmac).toHaveBeenCalledTimes(2);
+        expect(digest).toHaveBeenCalledTimes(2);
       } finally {
-        createHmac.mockRestore();
+        digest.mockRestore();
       }
     });
+  });
+});
+
+describe('Sha256Hmac', () => {
+  it.each([
+    ['an empty message', ''],
+    ['a token', `${'a'.repeat(40)}.${'b'.repeat(700)}.${'c'.repeat(342)}`],
+    ['non-ASCII text', 'audience-ü-日本-😀'],
+    ['a message longer than a block', 'x'.repeat(1000)],
+  ])('gives the same digest as createHmac for %s', (_what, message) => {
+    const hmac = new Sha256Hmac();
+    expect(hmac.digest(message)).toBe(crypto.createHmac('sha256', hmac.key).update(message, 'utf8').digest('base64'));
+  });
+
+  it('draws a different key per instance, and refuses keys it cannot use', () => {
+    expect(new Sha256Hmac().key.equals(new Sha256Hmac().key)).toBe(false);
+    expect(() => new Sha256Hmac(Buffer.alloc(32))).toThrow(RangeError);
+    expect(() => new Sha256Hmac(Buffer.alloc(64, 0x80))).toThrow(RangeError);
   });
 });

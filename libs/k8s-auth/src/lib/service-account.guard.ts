@@ -19,7 +19,7 @@ import {
   validateAccessChecks,
 } from './access-check';
 import { AccessReviewer } from './access-reviewer';
-import { extractToken, type TokenHeader, tokenFingerprint } from './bearer-token';
+import { extractToken, type TokenHeader, tokenFingerprint, tokenHeadersOf } from './bearer-token';
 import {
   type CallerPolicy,
   isCallerAllowed,
@@ -40,7 +40,8 @@ import {
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
-import { type CallerIdentity, ReviewUnavailableError, TokenReviewer } from './token-reviewer';
+import { TokenAuthenticator } from './token-authenticator';
+import { type CallerIdentity, ReviewUnavailableError } from './token-reviewer';
 
 interface RoutePolicy {
   where: string;
@@ -53,6 +54,7 @@ interface RoutePolicy {
 
 type GuardedRequest = {
   headers: Record<string, string | string[] | undefined>;
+  headersDistinct?: Record<string, string[] | undefined>;
   params?: Record<string, unknown>;
 } & Record<symbol, unknown>;
 
@@ -84,7 +86,7 @@ export class ServiceAccountGuard implements CanActivate {
   constructor(
     @Inject(MODULE_OPTIONS_TOKEN) private readonly options: K8sAuthModuleOptions,
     private readonly reflector: Reflector,
-    private readonly reviewer: TokenReviewer,
+    private readonly authenticator: TokenAuthenticator,
     private readonly accessReviewer: AccessReviewer,
     private readonly metrics: K8sAuthMetrics,
   ) {
@@ -103,7 +105,7 @@ export class ServiceAccountGuard implements CanActivate {
     const request = http.getRequest<GuardedRequest>();
     const response = http.getResponse<HeaderWriter>();
 
-    const extracted = extractToken(request.headers, this.tokenHeaders, this.maxTokenBytes);
+    const extracted = extractToken(tokenHeadersOf(request, this.tokenHeaders), this.tokenHeaders, this.maxTokenBytes);
     if (extracted.kind !== 'token') {
       const error = extracted.kind === 'missing' ? '' : ' error="invalid_request"';
       setHeader(response, 'WWW-Authenticate', `Bearer${error}`);
@@ -113,7 +115,7 @@ export class ServiceAccountGuard implements CanActivate {
 
     let result;
     try {
-      result = await this.reviewer.review(extracted.token, policy.audiences);
+      result = await this.authenticator.authenticate(extracted.token, policy.audiences);
     } catch (err) {
       if (!(err instanceof ReviewUnavailableError)) throw err;
       setHeader(response, 'Retry-After', this.retryAfter);
@@ -121,9 +123,10 @@ export class ServiceAccountGuard implements CanActivate {
       throw new ServiceUnavailableException('authentication is unavailable, retry later');
     }
 
-    const fingerprint = tokenFingerprint(extracted.token);
+    // Computed only for a line that is logged: most requests log nothing.
+    const fingerprint = () => tokenFingerprint(extracted.token);
     if (!result.accepted) {
-      this.logger.warn(`refused token ${fingerprint}: ${result.reason}`);
+      this.logger.warn(`refused token ${fingerprint()}: ${result.reason}`);
       this.metrics.decision('forbidden');
       throw new ForbiddenException(result.reason);
     }
@@ -132,12 +135,14 @@ export class ServiceAccountGuard implements CanActivate {
       policy.callers &&
       !isCallerAllowed(policy.callers, { namespace: caller.namespace, name: caller.serviceAccount })
     ) {
-      this.logger.warn(`refused ${caller.username} (token ${fingerprint}): caller not allowed`);
+      this.logger.warn(`refused ${caller.username} (token ${fingerprint()}): caller not allowed`);
       this.metrics.decision('forbidden');
       throw new ForbiddenException('caller not allowed');
     }
     if (policy.access.length > 0) await this.authorize(policy, caller, request, response, fingerprint);
-    this.logger.debug(`allowed ${caller.username} pod=${caller.podName ?? '-'} token ${fingerprint}`);
+    if (debugEnabled(this.logger)) {
+      this.logger.debug(`allowed ${caller.username} pod=${caller.podName ?? '-'} token ${fingerprint()}`);
+    }
     this.metrics.decision('allowed');
     request[CALLER_KEY] = caller;
     return true;
@@ -149,14 +154,14 @@ export class ServiceAccountGuard implements CanActivate {
     caller: CallerIdentity,
     request: GuardedRequest,
     response: HeaderWriter,
-    fingerprint: string,
+    fingerprint: () => string,
   ): Promise<void> {
     let reviews;
     try {
       reviews = resolveAccessChecks(policy.access, request.params, policy.where);
     } catch (err) {
       if (err instanceof InvalidRouteParameterError) {
-        this.logger.warn(`refused ${caller.username} (token ${fingerprint}): ${err.message}`);
+        this.logger.warn(`refused ${caller.username} (token ${fingerprint()}): ${err.message}`);
         this.metrics.decision('bad_request');
         throw new BadRequestException(err.message);
       }
@@ -170,7 +175,7 @@ export class ServiceAccountGuard implements CanActivate {
     const denied = outcomes.findIndex((o) => o.status === 'fulfilled' && !o.value.allowed);
     if (denied >= 0) {
       this.logger.warn(
-        `refused ${caller.username} (token ${fingerprint}): RBAC denies ${describeAccess(reviews[denied])}`,
+        `refused ${caller.username} (token ${fingerprint()}): RBAC denies ${describeAccess(reviews[denied])}`,
       );
       this.metrics.decision('forbidden');
       throw new ForbiddenException('access denied by RBAC');
@@ -239,6 +244,12 @@ export class ServiceAccountGuard implements CanActivate {
       namespaces: this.reflector.get<string[] | undefined>(ALLOW_NAMESPACES_KEY, target),
     };
   }
+}
+
+/** False only when the logger is known to drop debug lines (Nest's ConsoleLogger below that level). */
+function debugEnabled(logger: Logger): boolean {
+  const instance = logger.localInstance as { isLevelEnabled?: (level: 'debug') => boolean } | undefined;
+  return typeof instance?.isLevelEnabled === 'function' ? instance.isLevelEnabled('debug') : true;
 }
 
 function setHeader(response: HeaderWriter, name: string, value: string): void {

@@ -90,6 +90,12 @@ describe('TokenSources against a real API server', () => {
     await fs.writeFile(real, 'not a token at all');
     await source.refresh();
     expect(source.token()).toBe(good);
+    // Caught half-written: three segments and readable claims, but the signature cut short.
+    for (const cut of [1, 100, 300]) {
+      await fs.writeFile(real, good.slice(0, -cut));
+      await source.refresh();
+      expect(source.token()).toBe(good);
+    }
     await fs.rm(real);
     await source.refresh();
     expect(source.token()).toBe(good);

@@ -25,6 +25,37 @@ const RETRY_SOON_MS = 10_000;
 const MIN_DELAY_MS = 1_000;
 
 /**
+ * Signature sizes in bytes of the algorithms Kubernetes signs ServiceAccount tokens with: RSA's is
+ * its modulus (2048 to 8192 bits), ECDSA's is fixed by the curve. Undefined: not checked.
+ */
+function signatureBytes(alg: string): readonly number[] | undefined {
+  if (/^[RP]S(256|384|512)$/.test(alg)) return [256, 384, 512, 1024];
+  return ({ ES256: [64], ES384: [96], ES512: [132] } as Record<string, number[]>)[alg];
+}
+
+/**
+ * A file caught half-written (by a writer less careful than the kubelet, whose swap is atomic) can
+ * hold a token cut inside its signature: it still has three segments and readable claims, but the
+ * callee would refuse it. Its signature is then shorter than its algorithm's, so it is not taken
+ * and the last good token is kept. Algorithms not listed here are not checked.
+ */
+function checkSignatureLength(token: string): void {
+  const [header, , signature] = token.split('.');
+  let alg: unknown;
+  try {
+    alg = (JSON.parse(Buffer.from(header, 'base64url').toString('utf8')) as { alg?: unknown }).alg;
+  } catch {
+    throw new Error('the token header is not base64url JSON');
+  }
+  if (typeof alg !== 'string') throw new Error('the token header names no algorithm');
+  const sizes = signatureBytes(alg);
+  const bytes = Buffer.from(signature, 'base64url');
+  if (sizes && (!sizes.includes(bytes.length) || bytes.toString('base64url') !== signature)) {
+    throw new Error(`the token is incomplete: its ${alg} signature is cut short`);
+  }
+}
+
+/**
  * Shared life cycle: load a first token at start-up, then load again on a timer, at the refresh
  * interval and at 80 % of the token's life, whichever comes first. A failed load keeps the last
  * good token while it is valid.
@@ -76,6 +107,7 @@ abstract class RenewingTokenSource implements TokenSource {
     try {
       const token = (await this.load()).trim();
       const times = readTokenTimes(token);
+      checkSignatureLength(token);
       this.current = { token, times };
       this.schedule(this.nextLoadIn(times));
     } catch (err) {

@@ -23,3 +23,5 @@ export {
 export type { MintedToken, MintTokenOptions, ServiceAccountRef } from './cluster-objects';
 export { TokenProjector } from './token-projector';
 export type { ProjectedTokenSpec, TokenProjectorOptions } from './token-projector';
+export { kubernetesKeyId, serviceAccountClaims, signJwt } from './jwt';
+export type { JwtHeader, ServiceAccountClaimsOptions } from './jwt';

@@ -1,6 +1,8 @@
 import { type DynamicModule, type INestApplication, Logger, type LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { drainable } from './graceful-shutdown';
 import { parseListenAddress } from './listen-address';
+import { RouteNotFoundFilter } from './route-not-found.filter';
 
 const LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'];
 
@@ -13,8 +15,9 @@ export function logLevels(value = process.env['LOG_LEVEL'] ?? 'log'): LogLevel[]
 
 /**
  * Starts a service (the module is built inside, so a bad setting is reported, not thrown): Nest app on `LISTEN_ADDR`, graceful shutdown on SIGTERM/SIGINT (in-flight
- * requests finish, new connections are refused). Logs `listening on http://host:port`, which
- * scripts and tests read to find a service started on port 0.
+ * requests finish, new connections are refused, keep-alive connections are closed as soon as their
+ * answer is sent). Unknown routes are answered without echoing the query string. Logs
+ * `listening on http://host:port`, which scripts and tests read to find a service started on port 0.
  */
 export async function runService(
   module: () => DynamicModule,
@@ -25,7 +28,12 @@ export async function runService(
   try {
     const address = parseListenAddress(process.env['LISTEN_ADDR'] ?? defaultListenAddr);
     const app = await NestFactory.create(module(), { logger: logLevels() });
+    app.useGlobalFilters(new RouteNotFoundFilter(app.getHttpAdapter()));
     app.enableShutdownHooks();
+    // Nest's own listeners (above) close the app; these only make the close prompt. `once`: Nest
+    // sends the signal again when done, which must then end the process.
+    const { drain } = drainable(app.getHttpServer());
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, drain);
     await app.listen(address.port, address.host);
     const bound = app.getHttpServer().address() as { address: string; port: number };
     logger.log(`listening on http://${address.host}:${bound.port}`);

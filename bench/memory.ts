@@ -1,0 +1,130 @@
+import 'reflect-metadata';
+import { Controller, type ExecutionContext, Get } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { createPrivateKey, randomUUID, sign } from 'node:crypto';
+import { Registry } from 'prom-client';
+import { AllowServiceAccounts, Audience, K8sAuthModule, ServiceAccountGuard, TokenReviewer } from '@k8s-auth/nestjs';
+import { kubernetesKeyId } from '@k8s-auth/nestjs/testing';
+
+// The memory part of `npm run bench`, in a process of its own (started with --expose-gc by bench/run.ts): distinct
+// tokens, each signed here with a key the API server trusts, go through ServiceAccountGuard.canActivate one by one
+// (64 at a time), and every one of them is reviewed by the real API server. Prints one JSON line.
+
+export interface MemoryInput {
+  kubeconfig: string;
+  /** PEM of an ECDSA P-256 key the API server trusts (`--service-account-key-file`): signing is cheap. */
+  signingKey: string;
+  claims: Record<string, unknown>;
+  count: number;
+  concurrency: number;
+  /** No new token after this long: the run reports how many went through. */
+  maxSeconds: number;
+}
+
+export interface MemoryOutput {
+  /** Distinct tokens that went through the guard (all of `count`, unless `maxSeconds` ran out first). */
+  tokens: number;
+  allowed: number;
+  refused: number;
+  baselineMb: number;
+  afterMb: number;
+  growthMb: number;
+  peakMb: number;
+  cacheEntries: number;
+  seconds: number;
+}
+
+@Controller()
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class BenchController {
+  @Get()
+  read(): string {
+    return 'ok';
+  }
+}
+
+function contextFor(token: string): ExecutionContext {
+  const request = { headers: { authorization: `Bearer ${token}` } };
+  const response = { setHeader: () => undefined };
+  return {
+    getHandler: () => BenchController.prototype.read,
+    getClass: () => BenchController,
+    switchToHttp: () => ({ getRequest: () => request, getResponse: () => response, getNext: () => undefined }),
+  } as unknown as ExecutionContext;
+}
+
+const heapMb = () => process.memoryUsage().heapUsed / 2 ** 20;
+
+function collect(): void {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error('run with --expose-gc');
+  for (let i = 0; i < 3; i++) gc();
+}
+
+async function main(): Promise<void> {
+  const input = JSON.parse(process.env['BENCH_MEMORY_INPUT'] ?? '') as MemoryInput;
+  const key = createPrivateKey(input.signingKey);
+  const header = Buffer.from(JSON.stringify({ alg: 'ES256', kid: kubernetesKeyId(key) })).toString('base64url');
+  const tokenFor = () => {
+    const payload = Buffer.from(JSON.stringify({ ...input.claims, jti: randomUUID() })).toString('base64url');
+    const signature = sign('sha256', Buffer.from(`${header}.${payload}`), { key, dsaEncoding: 'ieee-p1363' });
+    return `${header}.${payload}.${signature.toString('base64url')}`;
+  };
+
+  const app = await NestFactory.createApplicationContext(
+    // The defaults, maxCacheEntries included: this measures the default bound.
+    K8sAuthModule.forRoot({ kubeconfig: input.kubeconfig, audiences: ['secret-store'], metrics: new Registry() }),
+    { logger: ['error'] },
+  );
+  const guard = app.get(ServiceAccountGuard);
+  const reviewer = app.get(TokenReviewer);
+  // One call first, so that everything loaded once (kubeconfig, agent, route policy) is in the baseline.
+  await guard.canActivate(contextFor(tokenFor()));
+  (reviewer as unknown as { cache: { clear(): void } }).cache.clear();
+  collect();
+  const baseline = heapMb();
+
+  let peak = baseline;
+  const sampler = setInterval(() => (peak = Math.max(peak, heapMb())), 250);
+  const started = Date.now();
+  const deadline = started + input.maxSeconds * 1000;
+  let next = 0;
+  let allowed = 0;
+  let refused = 0;
+  await Promise.all(
+    Array.from({ length: input.concurrency }, async () => {
+      while (next < input.count && Date.now() < deadline) {
+        next++;
+        try {
+          if (await guard.canActivate(contextFor(tokenFor()))) allowed++;
+        } catch {
+          refused++; // 403 or 503: counted, and the run must report none
+        }
+      }
+    }),
+  );
+  const seconds = (Date.now() - started) / 1000;
+  clearInterval(sampler);
+  collect();
+  const after = heapMb();
+  const cacheEntries = (reviewer as unknown as { cache: { size: number } }).cache.size;
+  await app.close();
+  const output: MemoryOutput = {
+    tokens: next,
+    allowed,
+    refused,
+    baselineMb: baseline,
+    afterMb: after,
+    growthMb: after - baseline,
+    peakMb: peak,
+    cacheEntries,
+    seconds,
+  };
+  process.stdout.write(`${JSON.stringify(output)}\n`);
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`${err.stack ?? err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,358 @@
+import { Controller, Get, type INestApplication, type LoggerService, UseGuards } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { createHmac, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import request from 'supertest';
+import {
+  AllowServiceAccounts,
+  Audience,
+  Caller,
+  type CallerIdentity,
+  K8sAuthModule,
+  type K8sAuthModuleOptions,
+  ServiceAccountGuard,
+} from '../index';
+import {
+  bindClusterRole,
+  type ControlPlane,
+  countApiServerRequests,
+  createPod,
+  createServiceAccount,
+  deletePod,
+  kubeConfigFor,
+  kubernetesKeyId,
+  mintServiceAccountToken,
+  type ServiceAccountRef,
+  serviceAccountClaims,
+  signJwt,
+  startControlPlane,
+} from '../testing';
+import { KubernetesApiClient } from './kubernetes-api.client';
+
+// Every decision of local verification against a real kube-apiserver, side by side with what TokenReview decides
+// for the same token: tokens are minted through TokenRequest, or signed here at run time with the API server's own
+// signing key (cp.serviceAccountSigningKey) or with keys it does not know.
+
+const API: ServiceAccountRef = { namespace: 'api', name: 'api' };
+const DATA_STORE: ServiceAccountRef = { namespace: 'data-store', name: 'data-store' };
+const REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: 'secret-store' };
+
+@Controller()
+@UseGuards(ServiceAccountGuard)
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class SecretsController {
+  @Get('secret')
+  secret(@Caller() caller: CallerIdentity) {
+    return caller;
+  }
+}
+
+class QuietLogger implements LoggerService {
+  readonly lines: string[] = [];
+  log = (m: unknown) => this.lines.push(String(m));
+  error = (m: unknown) => this.lines.push(String(m));
+  warn = (m: unknown) => this.lines.push(String(m));
+  debug = (m: unknown) => this.lines.push(String(m));
+  verbose = (m: unknown) => this.lines.push(String(m));
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('local verification against a real API server', () => {
+  let cp: ControlPlane;
+  let dir: string;
+  let kubeconfig: string;
+  let apiUid: string;
+  /** A public key file the API server trusts besides its signing key: rewritten to rotate keys in. */
+  let extraKeyFile: string;
+  const apps: INestApplication[] = [];
+  const logger = new QuietLogger();
+
+  let local: INestApplication;
+  let localReview: INestApplication;
+  let review: INestApplication;
+
+  async function boot(options: K8sAuthModuleOptions): Promise<INestApplication> {
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        K8sAuthModule.forRoot({ kubeconfig, audiences: ['secret-store'], metrics: new Registry(), ...options }),
+      ],
+      controllers: [SecretsController],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger });
+    await app.init();
+    apps.push(app);
+    return app;
+  }
+
+  const get = (app: INestApplication, token: string) =>
+    request(app.getHttpServer()).get('/secret').set('Authorization', `Bearer ${token}`);
+
+  /** Status and message from the local app and from the TokenReview app, which must agree. */
+  async function decisions(token: string): Promise<{ local: string; review: string }> {
+    const show = (r: request.Response) => `${r.status} ${r.status === 200 ? '' : r.body.message}`.trim();
+    return { local: show(await get(local, token)), review: show(await get(review, token)) };
+  }
+
+  const mint = (
+    account: ServiceAccountRef,
+    audiences = ['secret-store'],
+    boundObject?: { name: string; uid: string },
+  ) =>
+    mintServiceAccountToken(cp.kubeConfig, account, {
+      audiences,
+      expirationSeconds: 600,
+      ...(boundObject ? { boundObject: { kind: 'Pod' as const, ...boundObject } } : {}),
+    }).then((t) => t.token);
+
+  /** A token with the claims the API server would write for api:api, signed with `key`. */
+  const signed = (key: string | KeyObject, overrides: Record<string, unknown> = {}, header = {}) =>
+    signJwt(
+      key,
+      {
+        ...serviceAccountClaims({
+          issuer: cp.issuer,
+          namespace: 'api',
+          serviceAccount: 'api',
+          serviceAccountUid: apiUid,
+          audiences: ['secret-store'],
+        }),
+        ...overrides,
+      },
+      header,
+    );
+
+  const signingKey = () => {
+    if (!cp.serviceAccountSigningKey) throw new Error('an external cluster does not give its signing key');
+    return cp.serviceAccountSigningKey;
+  };
+
+  const jwksFetches = (app: INestApplication) => {
+    const spy = jest.spyOn(app.get(KubernetesApiClient), 'get');
+    return () => spy.mock.calls.filter(([path]) => path === '/openid/v1/jwks').length;
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'local-verification-'));
+    extraKeyFile = join(dir, 'extra-keys.pem');
+    const throwaway = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
+    writeFileSync(extraKeyFile, throwaway.export({ type: 'spki', format: 'pem' }));
+    cp = await startControlPlane({ apiServerArgs: [`--service-account-key-file=${extraKeyFile}`] });
+    for (const account of [API, DATA_STORE, REVIEWER]) await createServiceAccount(cp.kubeConfig, account);
+    apiUid = (await createServiceAccount(cp.kubeConfig, API)).uid;
+    await bindClusterRole(cp.kubeConfig, REVIEWER, 'system:auth-delegator');
+    kubeconfig = join(dir, 'reviewer.kubeconfig');
+    // The reviewer's own credentials: discovery and JWKS are read as this service account, not as an administrator.
+    writeFileSync(kubeconfig, (await kubeConfigFor(cp.kubeConfig, REVIEWER)).exportConfig());
+
+    local = await boot({ verification: 'local' });
+    localReview = await boot({ verification: 'local+review', cacheTtlMs: 1000 });
+    review = await boot({});
+  });
+
+  afterAll(async () => {
+    if (process.env['DEBUG_LOG']) console.log(logger.lines.join('\n'));
+    for (const app of apps) await app.close();
+    await cp?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('lets a valid token through, with the same caller identity TokenReview gives', async () => {
+    const pod = await createPod(cp.kubeConfig, API, 'api-0');
+    const token = await mint(API, ['other', 'secret-store'], pod);
+    const fromLocal = (await get(local, token).expect(200)).body;
+    const fromReview = (await get(review, token).expect(200)).body;
+    expect(fromLocal).toEqual(fromReview);
+    expect(fromLocal).toMatchObject({ username: 'system:serviceaccount:api:api', podName: 'api-0', podUid: pod.uid });
+    expect((await get(localReview, token).expect(200)).body).toEqual(fromReview);
+  });
+
+  it('verifies without a TokenReview, and refuses forgeries in local+review without one', async () => {
+    const before = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
+    await get(local, await mint(API)).expect(200);
+    await get(localReview, signed(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey)).expect(403);
+    expect(await countApiServerRequests(cp.kubeConfig, 'tokenreviews')).toBe(before);
+  });
+
+  it('refuses another audience with "wrong audience"', async () => {
+    expect(await decisions(await mint(API, ['data-store']))).toEqual({
+      local: '403 wrong audience',
+      review: '403 wrong audience',
+    });
+    // A token for the API server itself (the default pod token) is not for us either.
+    expect((await decisions(await mint(API, []))).local).toBe('403 wrong audience');
+  });
+
+  it('refuses a service account the route does not allow with "caller not allowed"', async () => {
+    expect(await decisions(await mint(DATA_STORE))).toEqual({
+      local: '403 caller not allowed',
+      review: '403 caller not allowed',
+    });
+  });
+
+  it('accepts a token signed here with the API server key and real claims, as TokenReview does', async () => {
+    expect(await decisions(signed(signingKey()))).toEqual({ local: '200', review: '200' });
+  });
+
+  it.each([
+    [
+      'an expired token',
+      () => {
+        const iat = Math.floor(Date.now() / 1000) - 7200;
+        return signed(signingKey(), { iat, nbf: iat, exp: iat + 3600 });
+      },
+    ],
+    ['a token not valid yet', () => signed(signingKey(), { nbf: Math.floor(Date.now() / 1000) + 600 })],
+    [
+      'a key the API server does not know',
+      () => signed(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey),
+    ],
+    [
+      'an ECDSA key the API server does not know',
+      () => signed(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey),
+    ],
+    ['an issuer that is not the cluster', () => signed(signingKey(), { iss: 'https://issuer.example.com' })],
+    [
+      "a stranger's key under the API server's kid",
+      () => {
+        const stranger = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+        return signed(stranger, {}, { kid: kubernetesKeyId(signingKey()) });
+      },
+    ],
+    ['a token without the kubernetes.io claims', () => signed(signingKey(), { 'kubernetes.io': undefined })],
+    [
+      'alg none',
+      () => {
+        const [, payload] = signed(signingKey()).split('.');
+        return `${Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url')}.${payload}.AAAA`;
+      },
+    ],
+    [
+      'alg HS256 keyed with the public key',
+      () => {
+        // The classic confusion: an HMAC whose secret is the verifier's public key.
+        const [, payload] = signed(signingKey()).split('.');
+        const header = Buffer.from(JSON.stringify({ alg: 'HS256', kid: kubernetesKeyId(signingKey()) })).toString(
+          'base64url',
+        );
+        const secret = createPublicKey(signingKey()).export({ type: 'spki', format: 'pem' });
+        return `${header}.${payload}.${createHmac('sha256', secret).update(`${header}.${payload}`).digest('base64url')}`;
+      },
+    ],
+  ])('refuses %s with "invalid token", as TokenReview does', async (_what, forge) => {
+    expect(await decisions(forge())).toEqual({ local: '403 invalid token', review: '403 invalid token' });
+  });
+
+  it('refuses a token that never expires, which TokenReview would accept', async () => {
+    // Only revocation could end such a token's life, and local verification cannot see revocation.
+    expect(await decisions(signed(signingKey(), { exp: undefined }))).toEqual({
+      local: '403 invalid token',
+      review: '200',
+    });
+  });
+
+  it('refuses a real token whose claims were edited (another account, another namespace, a later exp)', async () => {
+    const token = await mint(API);
+    const [header, payload, signature] = token.split('.');
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString());
+    const edits = [
+      { ...claims, exp: claims.exp + 86_400 },
+      { ...claims, aud: ['secret-store', 'data-store'] },
+      {
+        ...claims,
+        sub: 'system:serviceaccount:kube-system:default',
+        'kubernetes.io': { ...claims['kubernetes.io'], namespace: 'kube-system' },
+      },
+    ];
+    for (const edited of edits) {
+      const forged = `${header}.${Buffer.from(JSON.stringify(edited)).toString('base64url')}.${signature}`;
+      expect(await decisions(forged)).toEqual({ local: '403 invalid token', review: '403 invalid token' });
+    }
+    await get(local, token).expect(200);
+  });
+
+  it('answers 401 to an unsigned token with an empty signature, before any verification', async () => {
+    const [, payload] = signed(signingKey()).split('.');
+    const unsigned = `${Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url')}.${payload}.`;
+    await get(local, unsigned).expect(401);
+  });
+
+  it('fetches the keys again for an unknown kid, rate-limited, and picks up a key the API server rotates in', async () => {
+    const app = await boot({ verification: 'local', jwksMinRefreshIntervalMs: 1500 });
+    const fetches = jwksFetches(app);
+    await get(app, await mint(API)).expect(200); // keys fetched at start-up (or now)
+    const atStart = fetches();
+    await sleep(1500);
+
+    const unknownKid = signed(signingKey(), {}, { kid: 'no-such-key' });
+    expect((await get(app, unknownKid).expect(403)).body.message).toBe('invalid token');
+    expect(fetches()).toBe(atStart + 1);
+    await get(app, unknownKid).expect(403);
+    expect(fetches()).toBe(atStart + 1); // not again within the interval
+
+    // Rotation: the API server starts trusting a new key; a token signed with it arrives before any refresh.
+    const rotated = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    writeFileSync(extraKeyFile, rotated.publicKey.export({ type: 'spki', format: 'pem' }));
+    await cp.stopApiServer();
+    await cp.startApiServer();
+    await sleep(1500);
+    const token = signed(rotated.privateKey);
+    await get(review, token).expect(200); // the API server accepts the new key
+    await get(app, token).expect(200);
+    expect(fetches()).toBe(atStart + 2);
+  });
+
+  it('keeps answering in local mode while the API server is down; local+review and TokenReview cannot', async () => {
+    const cached = await mint(API);
+    await get(localReview, cached).expect(200);
+    const fresh = await mint(API);
+    const stranger = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    const forged = signed(stranger, {}, { kid: kubernetesKeyId(signingKey()) });
+    const unknownKid = signed(stranger);
+    const quickLocalReview = await boot({ verification: 'local+review', requestTimeoutMs: 1000, cacheTtlMs: 60_000 });
+    await get(quickLocalReview, cached).expect(200);
+    const quickReview = await boot({ requestTimeoutMs: 1000 });
+    const eagerLocal = await boot({ verification: 'local', requestTimeoutMs: 1000, jwksMinRefreshIntervalMs: 0 });
+    await get(eagerLocal, cached).expect(200);
+    await cp.stopApiServer();
+    try {
+      await get(local, fresh).expect(200);
+      expect((await get(local, forged).expect(403)).body.message).toBe('invalid token');
+      // A key id it has never seen may be a key added since: it cannot look, so it answers "unavailable".
+      await get(eagerLocal, unknownKid).expect(503);
+      await get(eagerLocal, fresh).expect(200);
+      await get(quickLocalReview, cached).expect(200); // reviewed before the outage
+      const unavailable = await get(quickLocalReview, fresh).expect(503);
+      expect(unavailable.headers['retry-after']).toBe('5');
+      await get(quickReview, fresh).expect(503);
+      // A new app in local mode has no keys yet: it cannot verify anything.
+      const coldLocal = await boot({ verification: 'local', requestTimeoutMs: 1000 });
+      expect((await get(coldLocal, fresh).expect(503)).body.message).toBe('authentication is unavailable, retry later');
+    } finally {
+      await cp.startApiServer();
+    }
+    await get(quickLocalReview, fresh).expect(200);
+  });
+
+  it("refuses a deleted pod's token in local+review after the cache TTL, while local accepts it until it expires", async () => {
+    const pod = await createPod(cp.kubeConfig, API, 'api-doomed');
+    const token = await mint(API, ['secret-store'], pod);
+    await get(local, token).expect(200);
+    await get(localReview, token).expect(200);
+    await deletePod(cp.kubeConfig, API.namespace, pod.name);
+    // local+review caches its TokenReview for 1 s here; the API server's own cache lasts about 10 s.
+    const deadline = Date.now() + 30_000;
+    let status = 200;
+    while (status === 200 && Date.now() < deadline) {
+      await sleep(1000);
+      status = (await get(localReview, token)).status;
+    }
+    expect(status).toBe(403);
+    expect((await get(localReview, token)).body.message).toBe('invalid token');
+    await get(local, token).expect(200);
+  });
+});

@@ -1,0 +1,407 @@
+import { CoreV1Api } from '@kubernetes/client-node';
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { createPod, createServiceAccount, deletePod, type ServiceAccountRef } from '@k8s-auth/nestjs/testing';
+import { ACCOUNTS } from './support/environment';
+import { decodeJwt, retimedClaims, signRs256, unsignedJwt, withEditedPayload } from './support/forge';
+import { answered, type HttpOutcome, rawCall, type RawHeader, type RawRequest } from './support/http';
+import { eventually, sleep, type SuiteContext } from './support/context';
+import { handlerCalls, startTargetApp, type TargetApp } from './support/target-app';
+
+/** Tokens the attacks use, all minted by the control plane or signed during the run. */
+interface Tokens {
+  api: string;
+  dataStore: string;
+  otherNamespace: string;
+  prefixName: string;
+  prefixNamespace: string;
+  otherAudience: string;
+  apiServerAudience: string;
+  expired: string;
+  forgedValid: string;
+  otherKey: string;
+  unsigned: string;
+  unsignedWithSignature: string;
+  editedSubject: string;
+  editedAudience: string;
+}
+
+interface Attack {
+  name: string;
+  /** The request against `/guarded`; the path is rewritten to `/` for the secret store. */
+  request(tokens: Tokens): RawRequest;
+  /** What the guard must answer (on the in-process target, which lets every header through). */
+  expect: 401 | 403 | 'either';
+  /**
+   * What Node's strict HTTP parser answers instead, before any Nest code runs, in the secret-store
+   * process: 400 for control characters, 431 for headers over 16 KiB.
+   */
+  nodeRefuses?: 400 | 431;
+}
+
+const bearer = (token: string): RawHeader => ['Authorization', `Bearer ${token}`];
+const get = (...headers: RawHeader[]): RawRequest => ({ path: '/guarded', headers });
+const insert = (token: string, at: number, what: string) => `${token.slice(0, at)}${what}${token.slice(at)}`;
+
+const ATTACKS: Attack[] = [
+  {
+    name: 'token of another service account (data-store:data-store)',
+    request: (t) => get(bearer(t.dataStore)),
+    expect: 403,
+  },
+  {
+    name: 'same account name in another namespace (other:api)',
+    request: (t) => get(bearer(t.otherNamespace)),
+    expect: 403,
+  },
+  {
+    name: 'name sharing a prefix with the allowed one (api:api-admin)',
+    request: (t) => get(bearer(t.prefixName)),
+    expect: 403,
+  },
+  {
+    name: 'namespace sharing a prefix with the allowed one (api-x:api)',
+    request: (t) => get(bearer(t.prefixNamespace)),
+    expect: 403,
+  },
+  { name: 'token for another audience (api)', request: (t) => get(bearer(t.otherAudience)), expect: 403 },
+  {
+    name: "legacy-style token (the API server's audience)",
+    request: (t) => get(bearer(t.apiServerAudience)),
+    expect: 403,
+  },
+  { name: 'expired token, signed with the cluster key', request: (t) => get(bearer(t.expired)), expect: 403 },
+  { name: 'token signed by another key', request: (t) => get(bearer(t.otherKey)), expect: 403 },
+  { name: 'unsigned token (alg none, empty signature)', request: (t) => get(bearer(t.unsigned)), expect: 'either' },
+  {
+    name: 'unsigned token (alg none, junk signature)',
+    request: (t) => get(bearer(t.unsignedWithSignature)),
+    expect: 403,
+  },
+  {
+    name: 'claims edited after signing (data-store made api:api)',
+    request: (t) => get(bearer(t.editedSubject)),
+    expect: 403,
+  },
+  {
+    name: 'claims edited after signing (audience api made secret-store)',
+    request: (t) => get(bearer(t.editedAudience)),
+    expect: 403,
+  },
+  {
+    name: 'valid token in the query string',
+    request: (t) => ({ path: `/guarded?access_token=${t.api}&token=${t.api}` }),
+    expect: 401,
+  },
+  {
+    name: 'valid token in a cookie',
+    request: (t) => get(['Cookie', `access_token=${t.api}; token=${t.api}`]),
+    expect: 401,
+  },
+  {
+    name: 'two Authorization headers (valid one first)',
+    request: (t) => get(bearer(t.api), bearer(t.dataStore)),
+    expect: 401,
+  },
+  {
+    name: 'two Authorization headers (the same valid token twice)',
+    request: (t) => get(bearer(t.api), bearer(t.api)),
+    expect: 401,
+  },
+  {
+    name: 'Authorization and X-Client-Id with different tokens',
+    request: (t) => get(bearer(t.api), ['X-Client-Id', t.dataStore]),
+    expect: 401,
+  },
+  {
+    name: 'Authorization and X-Client-Id with the same valid token',
+    request: (t) => get(bearer(t.api), ['X-Client-Id', t.api]),
+    expect: 401,
+  },
+  { name: 'X-Client-Id twice', request: (t) => get(['X-Client-Id', t.api], ['X-Client-Id', t.api]), expect: 401 },
+  {
+    name: 'control character (SOH) inside a valid token',
+    request: (t) => get(bearer(insert(t.api, 40, '\x01'))),
+    expect: 401,
+    nodeRefuses: 400,
+  },
+  { name: 'NUL after a valid token', request: (t) => get(bearer(`${t.api}\x00`)), expect: 401, nodeRefuses: 400 },
+  {
+    name: 'DEL inside a valid token',
+    request: (t) => get(bearer(insert(t.api, 100, '\x7f'))),
+    expect: 401,
+    nodeRefuses: 400,
+  },
+  {
+    name: 'terminal escape sequence before a valid token',
+    request: (t) => get(['Authorization', `Bearer \x1b[2J${t.api}`]),
+    expect: 401,
+    nodeRefuses: 400,
+  },
+  {
+    name: 'UTF-8 character inside a valid token',
+    request: (t) => get(['Authorization', Buffer.from(`Bearer ${insert(t.api, 60, 'é')}`, 'utf8')]),
+    expect: 401,
+  },
+  {
+    name: 'scheme spelled with a Cyrillic letter',
+    request: (t) => get(['Authorization', Buffer.from(`Веarer ${t.api}`, 'utf8')]),
+    expect: 401,
+  },
+  {
+    name: 'zero-width space inside a valid token',
+    request: (t) => get(['Authorization', Buffer.from(`Bearer ${insert(t.api, 30, '\u200b')}`, 'utf8')]),
+    expect: 401,
+  },
+  {
+    name: '64 KiB token',
+    request: (t) => get(bearer(t.api.repeat(Math.ceil(65536 / t.api.length)).slice(0, 65536))),
+    expect: 401,
+    nodeRefuses: 431,
+  },
+  { name: 'whitespace-only Authorization', request: () => get(['Authorization', ' \t  \t ']), expect: 401 },
+  { name: 'scheme and whitespace only', request: () => get(['Authorization', 'Bearer  \t ']), expect: 401 },
+  { name: 'whitespace-only X-Client-Id', request: () => get(['X-Client-Id', '   ']), expect: 401 },
+  {
+    name: 'token split by a space',
+    request: (t) => get(['Authorization', `Bearer ${insert(t.api, 50, ' ')}`]),
+    expect: 401,
+  },
+  {
+    name: 'Basic scheme carrying a valid token',
+    request: (t) => get(['Authorization', `Basic ${t.api}`]),
+    expect: 401,
+  },
+  {
+    name: 'identity headers only (X-Remote-User, X-Remote-Group, Impersonate-User, X-Forwarded-User)',
+    request: () =>
+      get(
+        ['X-Remote-User', 'system:serviceaccount:api:api'],
+        ['X-Remote-Group', 'system:masters'],
+        ['Impersonate-User', 'system:serviceaccount:api:api'],
+        ['X-Forwarded-User', 'system:serviceaccount:api:api'],
+      ),
+    expect: 401,
+  },
+  {
+    name: 'data-store token with X-Remote-User and Impersonate-User naming api:api',
+    request: (t) =>
+      get(
+        bearer(t.dataStore),
+        ['X-Remote-User', 'system:serviceaccount:api:api'],
+        ['X-Remote-Group', 'system:serviceaccounts:api'],
+        ['Impersonate-User', 'system:serviceaccount:api:api'],
+      ),
+    expect: 403,
+  },
+  {
+    name: 'Proxy-Authorization instead of Authorization',
+    request: (t) => get(['Proxy-Authorization', `Bearer ${t.api}`]),
+    expect: 401,
+  },
+];
+
+const TENANT = {
+  worker: { namespace: 'tenant', name: 'worker' },
+  rebuilt: { namespace: 'tenant', name: 'rebuilt' },
+} satisfies Record<string, ServiceAccountRef>;
+
+/** The in-process target's cache TTLs: short, so revocations show up within the run. */
+const CACHE_TTL_MS = 2_000;
+const NEGATIVE_CACHE_TTL_MS = 1_000;
+/** kube-apiserver caches successful token authentications for about 10 s. */
+const API_SERVER_TOKEN_CACHE_MS = 10_000;
+
+/**
+ * Attacks: each must be refused (401 or 403) and never reach the handler. Every attack runs against
+ * the in-process target (the guard behind a lenient HTTP server) and against the secret-store
+ * process (the guard behind Node's strict parser, which refuses some requests before the guard).
+ */
+export function describeAttacks(ctx: SuiteContext): void {
+  describe('attacks', () => {
+    let target: TargetApp;
+    let tokens: Tokens;
+    const outcomes: { attack: string; where: string; status: number; reached: boolean }[] = [];
+
+    const tried = (attack: string, where: string, outcome: HttpOutcome, reached: boolean) => {
+      const accepted = reached || (answered(outcome) && outcome.status < 400);
+      ctx.figures.attacks.tried++;
+      if (accepted) ctx.figures.attacks.accepted++;
+      outcomes.push({ attack, where, status: outcome.status, reached });
+    };
+
+    beforeAll(async () => {
+      const { env } = ctx;
+      target = await startTargetApp({
+        kubeconfig: env.kubeconfigs.secretStore,
+        logger: ctx.logger,
+        cacheTtlMs: CACHE_TTL_MS,
+        negativeCacheTtlMs: NEGATIVE_CACHE_TTL_MS,
+      });
+      ctx.registries.push(target.metrics);
+
+      for (const account of [
+        { namespace: 'other', name: 'api' },
+        { namespace: 'api', name: 'api-admin' },
+        { namespace: 'api-x', name: 'api' },
+      ]) {
+        await createServiceAccount(env.cp.kubeConfig, account);
+      }
+      const api = await env.mint(ACCOUNTS.api);
+      const dataStore = await env.mint(ACCOUNTS.dataStore);
+      const otherAudience = await env.mint(ACCOUNTS.api, { audiences: ['api'] });
+
+      // Forged tokens copy the shape of a real one: its header (kid) and claims, with chosen times.
+      const minted = decodeJwt(api);
+      const now = Math.floor(Date.now() / 1000);
+      const clusterKey = createPrivateKey(env.cp.serviceAccountSigningKey ?? '');
+      const otherKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+      const valid = () => retimedClaims(minted.payload, now - 60, now + 540);
+      const apiSa = (minted.payload['kubernetes.io'] as { serviceaccount: { uid: string } }).serviceaccount;
+
+      tokens = {
+        api,
+        dataStore,
+        otherNamespace: await env.mint({ namespace: 'other', name: 'api' }),
+        prefixName: await env.mint({ namespace: 'api', name: 'api-admin' }),
+        prefixNamespace: await env.mint({ namespace: 'api-x', name: 'api' }),
+        otherAudience,
+        // No audience asked for: the API server's own, what a legacy or default pod token carries.
+        apiServerAudience: await env.mint(ACCOUNTS.api, { audiences: [] }),
+        expired: signRs256(clusterKey, minted.header, retimedClaims(minted.payload, now - 7200, now - 3600)),
+        forgedValid: signRs256(clusterKey, minted.header, valid()),
+        otherKey: signRs256(otherKey, minted.header, valid()),
+        unsigned: unsignedJwt(valid()),
+        unsignedWithSignature: unsignedJwt(valid(), minted.signature),
+        editedSubject: withEditedPayload(dataStore, (claims) => {
+          claims['sub'] = 'system:serviceaccount:api:api';
+          claims['kubernetes.io'] = { namespace: 'api', serviceaccount: { name: 'api', uid: apiSa.uid } };
+        }),
+        editedAudience: withEditedPayload(otherAudience, (claims) => {
+          claims['aud'] = ['secret-store'];
+        }),
+      };
+      for (const token of Object.values(tokens)) ctx.ledger.addToken(token);
+    });
+
+    afterAll(async () => {
+      await target?.close();
+      const refused = outcomes.filter((o) => o.status !== 0);
+      console.log(
+        `attacks: ${outcomes.length} tried; answers ${JSON.stringify(countBy(refused.map((o) => `${o.where} ${o.status}`)))}`,
+      );
+    });
+
+    it('lets the genuine caller in, also with a token the test signed with the cluster key (the forging is faithful)', async () => {
+      const before = handlerCalls.guarded;
+      for (const token of [tokens.api, tokens.forgedValid]) {
+        const res = await rawCall(ctx.ledger, target.port, get(bearer(token)));
+        expect(answered(res) && res.status).toBe(200);
+      }
+      expect(handlerCalls.guarded).toBe(before + 2);
+    });
+
+    it.each(ATTACKS.map((a) => [a.name, a] as const))('refuses %s, in the guard', async (_name, attack) => {
+      const before = handlerCalls.guarded;
+      const res = await rawCall(ctx.ledger, target.port, attack.request(tokens));
+      const reached = handlerCalls.guarded !== before;
+      tried(attack.name, 'target', res, reached);
+      expect(reached).toBe(false);
+      expect(answered(res)).toBe(true);
+      expect(attack.expect === 'either' ? [401, 403] : [attack.expect]).toContain(res.status);
+    });
+
+    it('refuses every attack in the secret-store process too (Node may refuse first), and its handler never runs', async () => {
+      const handled = async () =>
+        ((await fs.readFile(ctx.store.logFile, 'utf8')).match(/authenticated system:serviceaccount:/g) ?? []).length;
+      const control = await rawCall(ctx.ledger, ctx.store.port, { path: '/', headers: [bearer(tokens.api)] });
+      expect(answered(control) && control.status).toBe(200);
+      await sleep(200);
+      const before = await handled();
+      const wrong: string[] = [];
+      for (const attack of ATTACKS) {
+        const request = attack.request(tokens);
+        const path = String(request.path).replace('/guarded', '/');
+        const res = await rawCall(ctx.ledger, ctx.store.port, { ...request, path });
+        const allowed = [...(attack.expect === 'either' ? [401, 403] : [attack.expect]), attack.nodeRefuses];
+        tried(attack.name, 'secret-store', res, false);
+        if (!allowed.includes(res.status)) wrong.push(`${attack.name}: ${res.status}`);
+      }
+      await sleep(300);
+      const reached = (await handled()) - before;
+      if (reached > 0) ctx.figures.attacks.accepted += reached;
+      expect(wrong).toEqual([]);
+      expect(reached).toBe(0);
+    });
+
+    it('refuses, after the cache TTL, a token of a deleted pod and one of a service account deleted and re-created under the same name', async () => {
+      const { env } = ctx;
+      const core = env.cp.kubeConfig.makeApiClient(CoreV1Api);
+      await createServiceAccount(env.cp.kubeConfig, TENANT.worker);
+      const { uid: rebuiltUid } = await createServiceAccount(env.cp.kubeConfig, TENANT.rebuilt);
+      const pod = await createPod(env.cp.kubeConfig, TENANT.worker, 'worker-0');
+      const podBound = await env.mint(TENANT.worker, { boundObject: { kind: 'Pod', name: pod.name, uid: pod.uid } });
+      const ofRebuilt = await env.mint(TENANT.rebuilt);
+      const send = (token: string) => rawCall(ctx.ledger, target.port, { path: '/tenant', headers: [bearer(token)] });
+
+      const before = handlerCalls.tenant;
+      for (const token of [podBound, ofRebuilt]) {
+        const res = await send(token);
+        expect(answered(res) && res.status).toBe(200);
+      }
+      expect(handlerCalls.tenant).toBe(before + 2);
+
+      const deletedAt = Date.now();
+      await deletePod(env.cp.kubeConfig, 'tenant', 'worker-0');
+      await core.deleteNamespacedServiceAccount({ name: 'rebuilt', namespace: 'tenant' });
+      await eventually(
+        'the old service account gone',
+        async () => {
+          const list = await core.listNamespacedServiceAccount({ namespace: 'tenant' });
+          return list.items.some((sa) => sa.metadata?.name === 'rebuilt') ? undefined : true;
+        },
+        10_000,
+        100,
+      );
+      const { uid: newUid } = await createServiceAccount(env.cp.kubeConfig, TENANT.rebuilt);
+      expect(newUid).not.toBe(rebuiltUid);
+
+      // Accepted answers stay valid for the guard's TTL plus the API server's own token cache.
+      const bound = CACHE_TTL_MS + API_SERVER_TOKEN_CACHE_MS + 5_000;
+      const revokedAfter: Record<string, number> = {};
+      await Promise.all(
+        Object.entries({ 'deleted pod': podBound, 're-created service account': ofRebuilt }).map(([what, token]) =>
+          eventually(
+            `a token of the ${what} refused`,
+            async () => {
+              const res = await send(token);
+              if (!answered(res) || res.status === 200) return undefined;
+              revokedAfter[what] = Date.now() - deletedAt;
+              return res.status;
+            },
+            bound,
+            500,
+          ),
+        ),
+      );
+      await sleep(CACHE_TTL_MS);
+      const settled = handlerCalls.tenant;
+      for (const [what, token] of [
+        ['token bound to a deleted pod', podBound],
+        ['token of a service account deleted and re-created with the same name', ofRebuilt],
+      ] as const) {
+        const res = await send(token);
+        tried(what, 'target', res, handlerCalls.tenant !== settled);
+        expect(answered(res) && res.status).toBe(403);
+      }
+      expect(handlerCalls.tenant).toBe(settled);
+      console.log(`attacks: revoked after ${JSON.stringify(revokedAfter)} ms (guard TTL ${CACHE_TTL_MS} ms)`);
+    });
+  });
+}
+
+function countBy(values: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
+  return counts;
+}

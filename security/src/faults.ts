@@ -1,0 +1,346 @@
+import { type INestApplication } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import axios, { type AxiosInstance } from 'axios';
+import { promises as fs } from 'node:fs';
+import { Agent, createServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import { attachServiceAccountToken, K8sAuthModule, TokenSources } from '@k8s-auth/nestjs';
+import { countApiServerRequests } from '@k8s-auth/nestjs/testing';
+import { eventually, sleep, type SuiteContext } from './support/context';
+import { DelayProxy } from './support/delay-proxy';
+import { ACCOUNTS, type RunningService } from './support/environment';
+import { answered, call, canConnect, type HttpOutcome } from './support/http';
+import { Load, unexpected5xx } from './support/load';
+
+/** The services' `requestTimeoutMs` (the library's default): a review that takes longer fails with 503. */
+const REVIEW_TIMEOUT_MS = 5_000;
+/** Kubernetes' default `terminationGracePeriodSeconds` (the manifests keep it), less a margin. */
+const GRACE_PERIOD_MS = 10_000;
+/** Node's keep-alive timeout is 5 s: an exit that waits for it shows idle connections were left open. */
+const EXIT_AFTER_LAST_ANSWER_MS = 2_000;
+
+/**
+ * Faults: Kubernetes misbehaves or the process is told to stop, under load. Nothing may be lost
+ * (every request gets an answer), and no 5xx but 503 (which says "retry later") may be answered.
+ */
+export function describeFaults(ctx: SuiteContext): void {
+  describe('faults', () => {
+    let api: RunningService;
+    let proxy: DelayProxy;
+    let viaProxy: string;
+    const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+    /**
+     * Counts a scenario into the figures and returns its 5xx other than 503. Lost: a request owed a
+     * 200 that did not get one, or any request that got no answer at all.
+     */
+    const account = (owed200: HttpOutcome[], others: HttpOutcome[] = []) => {
+      ctx.figures.faults.scenarios++;
+      ctx.figures.faults.lost +=
+        owed200.filter((o) => o.status !== 200).length + others.filter((o) => !answered(o)).length;
+      const bad = unexpected5xx([...owed200, ...others]);
+      ctx.figures.faults.unexpected5xx += bad;
+      return bad;
+    };
+
+    beforeAll(async () => {
+      api = await ctx.env.startApi(ctx.store.url);
+      proxy = new DelayProxy(Number(new URL(ctx.env.cp.server).port));
+      viaProxy = await ctx.env.kubeconfigVia('secretStore', `https://127.0.0.1:${await proxy.start()}`);
+    });
+
+    afterAll(async () => {
+      await api?.stop();
+      await proxy?.stop();
+    });
+
+    it('API server stopped under load: cached callers keep 200, new callers get 503 with Retry-After at once, and get in after the restart', async () => {
+      const { env, store } = ctx;
+      const cached = await env.mint(ACCOUNTS.api);
+      const [newcomer, afterRestart] = [await env.mint(ACCOUNTS.api), await env.mint(ACCOUNTS.api)];
+      for (const res of [
+        await call(ctx.ledger, `${api.url}/`),
+        await call(ctx.ledger, store.url, { headers: bearer(cached) }),
+      ]) {
+        expect(answered(res) && res.status).toBe(200);
+      }
+
+      const load = new Load({
+        'api GET / (its token reviewed and cached by the store)': () => call(ctx.ledger, `${api.url}/`),
+        'store GET / with a cached token': () => call(ctx.ledger, store.url, { headers: bearer(cached) }),
+      });
+      await sleep(300);
+      await env.cp.stopApiServer();
+      const during: HttpOutcome[] = [];
+      for (let i = 0; i < 3; i++) during.push(await call(ctx.ledger, store.url, { headers: bearer(newcomer) }));
+      await sleep(500);
+      await env.cp.startApiServer();
+      const recovery: HttpOutcome[] = [];
+      await eventually(
+        'a new caller let in after the restart',
+        async () => {
+          const res = await call(ctx.ledger, store.url, { headers: bearer(afterRestart) });
+          recovery.push(res);
+          return res.status === 200 ? true : undefined;
+        },
+        10_000,
+        200,
+      );
+      await load.stop();
+      console.log(
+        `faults/api server stopped: load ${JSON.stringify(load.summary())}; new callers during the outage ` +
+          `${JSON.stringify(during.map((o) => [o.status, Math.round(o.ms)]))}; after the restart ${JSON.stringify(recovery.map((o) => o.status))}`,
+      );
+
+      const bad = account(
+        load.outcomes.map((o) => o.outcome),
+        [...during, ...recovery],
+      );
+      expect(load.lost).toBe(0);
+      expect(load.outcomes.filter((o) => o.outcome.status !== 200)).toEqual([]);
+      for (const res of during) {
+        expect(res.status).toBe(503);
+        expect(answered(res) && res.headers['retry-after']).toBe('5');
+        expect(res.ms).toBeLessThan(REVIEW_TIMEOUT_MS);
+      }
+      expect(recovery.filter((o) => o.status !== 200 && o.status !== 503)).toEqual([]);
+      expect(bad).toBe(0);
+    });
+
+    it('API server slow: reviews fail with 503 at the timeout while /healthz answers within 100 ms', async () => {
+      const { env } = ctx;
+      const slowStore = await env.startSecretStore({ kubeconfig: viaProxy });
+      try {
+        const warm = await env.mint(ACCOUNTS.api);
+        const first = await call(ctx.ledger, slowStore.url, { headers: bearer(warm) });
+        expect(answered(first) && first.status).toBe(200); // the proxy path works
+
+        const fresh = await Promise.all([1, 2, 3, 4].map(() => env.mint(ACCOUNTS.api)));
+        proxy.delayMs = 8_000;
+        const health: HttpOutcome[] = [];
+        let probing = true;
+        const prober = (async () => {
+          while (probing) {
+            health.push(await call(ctx.ledger, `${slowStore.url}/healthz`));
+            await sleep(50);
+          }
+        })();
+        const [results, cachedMeanwhile] = await Promise.all([
+          Promise.all(fresh.map((t) => call(ctx.ledger, slowStore.url, { headers: bearer(t) }))),
+          (async () => {
+            await sleep(1000);
+            return call(ctx.ledger, slowStore.url, { headers: bearer(warm) });
+          })(),
+        ]);
+        probing = false;
+        await prober;
+        proxy.delayMs = 0;
+        const recovered = await call(ctx.ledger, slowStore.url, { headers: bearer(await env.mint(ACCOUNTS.api)) });
+
+        const slowest = Math.max(...health.map((h) => h.ms));
+        console.log(
+          `faults/api server slow: new callers ${JSON.stringify(results.map((o) => [o.status, Math.round(o.ms)]))}; ` +
+            `${health.length} /healthz probes meanwhile, slowest ${slowest.toFixed(1)} ms; cached caller ${cachedMeanwhile.status}; ` +
+            `after the delay ${recovered.status}`,
+        );
+        const bad = account([...health, cachedMeanwhile, recovered], results);
+        for (const res of results) {
+          expect(res.status).toBe(503);
+          expect(answered(res) && res.headers['retry-after']).toBe('5');
+          expect(res.ms).toBeGreaterThan(REVIEW_TIMEOUT_MS - 500);
+          expect(res.ms).toBeLessThan(REVIEW_TIMEOUT_MS + 1500);
+        }
+        expect(health.length).toBeGreaterThan(20);
+        expect(health.filter((h) => h.status !== 200)).toEqual([]);
+        expect(slowest).toBeLessThan(100);
+        expect(cachedMeanwhile.status).toBe(200);
+        expect(recovered.status).toBe(200);
+        expect(bad).toBe(0);
+      } finally {
+        proxy.delayMs = 0;
+        await slowStore.stop();
+      }
+    });
+
+    it('token file rotated, deleted, truncated and half-written under load: outgoing calls keep working while a valid token exists', async () => {
+      const { env, store } = ctx;
+      const dir = join(env.runDir, 'chaos-tokens');
+      const file = join(dir, 'secret-store-token');
+      const { rotate } = await env.startProjector(dir, [
+        { path: 'secret-store-token', serviceAccount: ACCOUNTS.api, audience: 'secret-store', pod: env.pods.api },
+      ]);
+      // The api re-reads its file every second here, so that it meets the damage (the default is 5 min).
+      const chaosApi = await env.startApi(store.url, { tokenFile: file, env: { TOKEN_REFRESH_INTERVAL_MS: '1000' } });
+      let app: INestApplication | undefined;
+      try {
+        const moduleRef = await Test.createTestingModule({
+          imports: [
+            K8sAuthModule.forRoot({ tokenSources: { store: { file, refreshIntervalMs: 1000 } }, metrics: false }),
+          ],
+        }).compile();
+        app = moduleRef.createNestApplication({ logger: ctx.logger });
+        await app.init();
+        const client = axios.create({ baseURL: store.url, timeout: 10_000, validateStatus: () => true });
+        attachServiceAccountToken(client, app.get(TokenSources).get('store'));
+
+        const load = new Load({
+          'api GET / (api process, token file re-read every second)': () => call(ctx.ledger, `${chaosApi.url}/`),
+          'in-process TokenSources + axios': () => viaAxios(ctx, client),
+        });
+        const data = () => join(dir, '..data', 'secret-store-token');
+        const current = async () => (await fs.readFile(data(), 'utf8')).trim();
+        const [, , signature] = (await current()).split('.');
+        // Damage that still reads as a token first: the readers are on their one-second cadence then.
+        // A failed read makes a reader wait 10 s, so the in-process one is also told to read at once.
+        const damage: [string, () => Promise<void>, number][] = [
+          ['rotated', rotate, 400],
+          [
+            'half-written, cut in the signature',
+            async () => fs.writeFile(data(), (await current()).slice(0, -signature.length / 2)),
+            1500,
+          ],
+          ['rotated', rotate, 1200],
+          ['cut by one character', async () => fs.writeFile(data(), (await current()).slice(0, -1)), 1500],
+          ['rotated', rotate, 1200],
+          ['half-written, cut in the payload', async () => fs.writeFile(data(), (await current()).slice(0, 300)), 1300],
+          ['rotated', rotate, 400],
+          ['truncated to 0 bytes', () => fs.truncate(data(), 0), 1300],
+          ['rotated', rotate, 400],
+          ['deleted', () => fs.rm(file), 1300],
+          ['rotated', rotate, 400],
+          ['overwritten with garbage', () => fs.writeFile(data(), 'not a token\n'), 1300],
+        ];
+        const source = app.get(TokenSources).get('store');
+        const refreshFailures: string[] = [];
+        for (const [what, act, wait] of damage) {
+          await act();
+          await source.refresh().catch((err: Error) => refreshFailures.push(`${what}: ${err.message}`));
+          await sleep(wait);
+        }
+        await rotate();
+        await sleep(1500);
+        await load.stop();
+        console.log(
+          `faults/token file: ${damage.length + 1} changes to the file; load ${JSON.stringify(load.summary())}`,
+        );
+        const bad = account(load.outcomes.map((o) => o.outcome));
+        expect(load.lost).toBe(0);
+        expect(load.outcomes.filter((o) => o.outcome.status !== 200).length).toBe(0);
+        expect(refreshFailures).toEqual([]);
+        expect(bad).toBe(0);
+      } finally {
+        await app?.close();
+        await chaosApi.stop();
+      }
+    });
+
+    it('SIGTERM to the secret store while reviews are in flight: they finish, new connections are refused, it exits in time', async () => {
+      const { env } = ctx;
+      const store = await env.startSecretStore({ kubeconfig: viaProxy });
+      const warm = await env.mint(ACCOUNTS.api);
+      expect((await call(ctx.ledger, store.url, { headers: bearer(warm) })).status).toBe(200);
+      const fresh = await Promise.all([1, 2, 3, 4, 5, 6].map(() => env.mint(ACCOUNTS.api)));
+      const reviewsBefore = await countApiServerRequests(env.cp.kubeConfig, 'tokenreviews');
+
+      proxy.delayMs = 1_500;
+      const agent = new Agent({ keepAlive: true });
+      try {
+        const inFlight = [
+          ...fresh.map((t) => call(ctx.ledger, store.url, { headers: bearer(t), agent })),
+          call(ctx.ledger, store.url, { headers: bearer(warm), agent }),
+        ];
+        await sleep(400);
+        const signalledAt = Date.now();
+        process.kill(store.pid, 'SIGTERM');
+        const answered = Promise.all(inFlight).then((all) => ({ results: all, answeredMs: Date.now() - signalledAt }));
+        const { refused, exitMs } = await stoppedWell(store, signalledAt);
+        const { results, answeredMs } = await answered;
+        proxy.delayMs = 0;
+        const reviews = (await countApiServerRequests(env.cp.kubeConfig, 'tokenreviews')) - reviewsBefore;
+        console.log(
+          `faults/SIGTERM secret-store: in flight ${JSON.stringify(results.map((o) => [o.status, Math.round(o.ms)]))}; ` +
+            `new connections refused ${refused}; all answered ${answeredMs} ms after the signal, exited after ${exitMs} ms; TokenReviews for ${fresh.length} new tokens: ${reviews}`,
+        );
+        const bad = account(results);
+        expect(results.map((o) => o.status)).toEqual(results.map(() => 200));
+        expect(refused).toBe(true);
+        expect(exitMs).toBeLessThan(GRACE_PERIOD_MS);
+        // Promptly once the last answer is out: idle keep-alive connections must not hold the exit.
+        expect(exitMs - answeredMs).toBeLessThan(EXIT_AFTER_LAST_ANSWER_MS);
+        // Shutdown must not tear down the reviews under way (each would be sent again).
+        expect(reviews).toBe(fresh.length);
+        expect(bad).toBe(0);
+      } finally {
+        proxy.delayMs = 0;
+        agent.destroy();
+        await store.stop();
+      }
+    });
+
+    it('SIGTERM to the api while its calls to the secret store are in flight: they finish, new connections are refused, it exits in time', async () => {
+      const { env } = ctx;
+      // A secret store that takes its time, so that the api's requests are in flight when the signal comes.
+      const slow: Server = createServer((_req, res) => {
+        setTimeout(() => res.end('slow hello'), 1_500);
+      });
+      await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+      const caller = await env.startApi(`http://127.0.0.1:${(slow.address() as { port: number }).port}`);
+      const agent = new Agent({ keepAlive: true });
+      try {
+        const inFlight = Array.from({ length: 8 }, () => call(ctx.ledger, `${caller.url}/`, { agent }));
+        await sleep(400);
+        const signalledAt = Date.now();
+        process.kill(caller.pid, 'SIGTERM');
+        const answered = Promise.all(inFlight).then((all) => ({ results: all, answeredMs: Date.now() - signalledAt }));
+        const { refused, exitMs } = await stoppedWell(caller, signalledAt);
+        const { results, answeredMs } = await answered;
+        console.log(
+          `faults/SIGTERM api: in flight ${JSON.stringify(results.map((o) => [o.status, Math.round(o.ms)]))}; ` +
+            `new connections refused ${refused}; all answered ${answeredMs} ms after the signal, exited after ${exitMs} ms`,
+        );
+        const bad = account(results);
+        expect(results.map((o) => o.status)).toEqual(results.map(() => 200));
+        expect(refused).toBe(true);
+        expect(exitMs).toBeLessThan(GRACE_PERIOD_MS);
+        // Promptly once the last answer is out: idle keep-alive connections must not hold the exit.
+        expect(exitMs - answeredMs).toBeLessThan(EXIT_AFTER_LAST_ANSWER_MS);
+        expect(bad).toBe(0);
+      } finally {
+        agent.destroy();
+        slow.closeAllConnections();
+        slow.close();
+        await caller.stop();
+      }
+    });
+  });
+}
+
+/** After SIGTERM: are new connections refused (checked a few times), and how long until the process exits. */
+async function stoppedWell(
+  service: RunningService,
+  signalledAt: number,
+): Promise<{ refused: boolean; exitMs: number }> {
+  let refused = true;
+  for (let i = 0; i < 5; i++) {
+    await sleep(100);
+    if (await canConnect(service.port)) refused = false;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const exited = await Promise.race([
+    service.process.whenExited().then(() => true),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), GRACE_PERIOD_MS * 2))),
+  ]);
+  clearTimeout(timer);
+  return { refused, exitMs: exited ? Date.now() - signalledAt : Infinity };
+}
+
+async function viaAxios(ctx: SuiteContext, client: AxiosInstance): Promise<HttpOutcome> {
+  const started = performance.now();
+  try {
+    const res = await client.get<string>('/', { responseType: 'text' });
+    ctx.ledger.record('body', 'axios GET /', String(res.data));
+    return { status: res.status, headers: {}, body: String(res.data), ms: performance.now() - started };
+  } catch (err) {
+    return { status: 0, error: (err as Error).message, ms: performance.now() - started };
+  }
+}

@@ -1,0 +1,57 @@
+import type { SecurityEnvironment, RunningService } from './environment';
+import type { CollectingLogger, SecretLedger } from './ledger';
+
+/** The figures each area reports; the summary lines are made from them. */
+export class Figures {
+  readonly attacks = { tried: 0, accepted: 0 };
+  readonly faults = { scenarios: 0, lost: 0, unexpected5xx: 0 };
+  readonly fuzz = { inputs: 0, fiveXx: 0 };
+  secrets: { leaks: number; lines: number } | undefined;
+
+  /** One line per area that ran, in the suite's order. */
+  lines(): string[] {
+    const lines: string[] = [];
+    if (this.attacks.tried > 0) {
+      lines.push(`security: ${this.attacks.tried} attacks tried, ${this.attacks.accepted} accepted`);
+    }
+    if (this.faults.scenarios > 0) {
+      lines.push(
+        `faults: ${this.faults.scenarios} scenarios, ${this.faults.lost} lost requests, ` +
+          `${this.faults.unexpected5xx} 5xx other than 503`,
+      );
+    }
+    if (this.fuzz.inputs > 0) lines.push(`fuzz: ${this.fuzz.inputs} inputs, ${this.fuzz.fiveXx} 5xx`);
+    if (this.secrets) lines.push(`secrets: ${this.secrets.leaks} leaks in ${this.secrets.lines} log lines`);
+    return lines;
+  }
+}
+
+/** What the areas share; filled in by the suite's beforeAll. */
+export interface SuiteContext {
+  readonly ledger: SecretLedger;
+  readonly logger: CollectingLogger;
+  readonly figures: Figures;
+  env: SecurityEnvironment;
+  /** The secret store every area talks to (a real process of the built app). */
+  store: RunningService;
+  /** In-process metrics registries, scanned by the secrets area. */
+  readonly registries: { metrics(): Promise<string> }[];
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `probe` until it returns a value, or fails after `timeoutMs`. */
+export async function eventually<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs: number,
+  intervalMs = 250,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(intervalMs);
+  }
+}
