@@ -1,4 +1,4 @@
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import crypto, { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { kubernetesKeyId, serviceAccountClaims, signJwt } from '../testing/jwt';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
@@ -49,7 +49,7 @@ class FakeApiServer {
   }
 }
 
-function token(key: KeyObject, audiences = ['secret-store']): string {
+function token(key: KeyObject, audiences = ['secret-store'], expirationSeconds = 600): string {
   return signJwt(
     key,
     serviceAccountClaims({
@@ -58,6 +58,7 @@ function token(key: KeyObject, audiences = ['secret-store']): string {
       serviceAccount: 'api',
       serviceAccountUid: 'sa-uid',
       audiences,
+      expirationSeconds,
     }),
   );
 }
@@ -182,6 +183,49 @@ describe('LocalTokenVerifier', () => {
       reason: 'invalid token',
     });
     expect(api.asked).toEqual([]);
+  });
+
+  describe('remembering accepted tokens', () => {
+    let signatureChecks: jest.SpyInstance;
+    beforeEach(() => (signatureChecks = jest.spyOn(crypto, 'verify')));
+    afterEach(() => signatureChecks.mockRestore());
+
+    it('checks the signature of a token once per cacheTtlMs', async () => {
+      const verifier = make({ cacheTtlMs: 60_000 });
+      const sent = token(first.privateKey);
+      for (let i = 0; i < 3; i++) expect((await verifier.verify(sent, ['secret-store'])).accepted).toBe(true);
+      expect(signatureChecks).toHaveBeenCalledTimes(1);
+      jest.advanceTimersByTime(60_001);
+      expect((await verifier.verify(sent, ['secret-store'])).accepted).toBe(true);
+      expect(signatureChecks).toHaveBeenCalledTimes(2);
+    });
+
+    it("never past the token's exp: the claims are checked again (here still within the clock skew)", async () => {
+      const verifier = make({ cacheTtlMs: 60_000, clockSkewSeconds: 60 });
+      const sent = token(first.privateKey, ['secret-store'], 20);
+      expect((await verifier.verify(sent, ['secret-store'])).accepted).toBe(true);
+      jest.advanceTimersByTime(21_000);
+      expect((await verifier.verify(sent, ['secret-store'])).accepted).toBe(true);
+      expect(signatureChecks).toHaveBeenCalledTimes(2);
+      jest.advanceTimersByTime(60_000);
+      expect(await verifier.verify(sent, ['secret-store'])).toEqual({ accepted: false, reason: 'invalid token' });
+    });
+
+    it('per audience list, and not when refused', async () => {
+      const verifier = make();
+      const sent = token(first.privateKey);
+      expect((await verifier.verify(sent, ['secret-store'])).accepted).toBe(true);
+      expect(await verifier.verify(sent, ['other'])).toEqual({ accepted: false, reason: 'wrong audience' });
+      expect(await verifier.verify(sent, ['other'])).toEqual({ accepted: false, reason: 'wrong audience' });
+      expect(signatureChecks).toHaveBeenCalledTimes(3);
+    });
+
+    it('with a cache of maxCacheEntries 0, not at all', async () => {
+      const verifier = make({ maxCacheEntries: 0 });
+      const sent = token(first.privateKey);
+      for (let i = 0; i < 2; i++) expect((await verifier.verify(sent, ['secret-store'])).accepted).toBe(true);
+      expect(signatureChecks).toHaveBeenCalledTimes(2);
+    });
   });
 
   it('refuses to start in a local mode without an audience of its own', () => {

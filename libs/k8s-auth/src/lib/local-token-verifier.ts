@@ -5,6 +5,7 @@ import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { KubernetesApiClient } from './kubernetes-api.client';
+import { ReviewCache } from './review-cache';
 import {
   checkServiceAccountClaims,
   decodeJws,
@@ -43,11 +44,17 @@ const JWKS_MEDIA_TYPES = 'application/jwk-set+json, application/json';
  * The keys are cached and fetched again every `jwksRefreshIntervalMs` in the background (the old ones are kept while
  * the API server cannot be reached), and at once for a token signed with an unknown key id, at most once per
  * `jwksMinRefreshIntervalMs`; concurrent fetches are shared.
+ *
+ * An accepted token is remembered (under a salted hash, like TokenReview answers) for `cacheTtlMs`, never past its
+ * `exp`: a caller that sends the same token again costs a lookup, not another signature check. Refusals are not
+ * remembered: a token refused for an unknown key may be good once the keys are fetched again.
  */
 @Injectable()
 export class LocalTokenVerifier implements OnApplicationBootstrap {
   private readonly logger = new Logger('LocalTokenVerifier');
   private readonly fetches = new SingleFlight<'jwks', IssuerKeys>();
+  private readonly accepted: ReviewCache<ReviewResult>;
+  private readonly ttlMs: number;
   private readonly clockSkewMs: number;
   private readonly refreshIntervalMs: number;
   private readonly minRefreshIntervalMs: number;
@@ -72,6 +79,8 @@ export class LocalTokenVerifier implements OnApplicationBootstrap {
           "audience: set the option 'audiences' to it (tokens meant for the API server are not verified locally)",
       );
     }
+    this.accepted = new ReviewCache({ maxEntries: options.maxCacheEntries ?? DEFAULTS.maxCacheEntries });
+    this.ttlMs = options.cacheTtlMs ?? DEFAULTS.cacheTtlMs;
     this.clockSkewMs = nonNegative('clockSkewSeconds', options.clockSkewSeconds ?? DEFAULTS.clockSkewSeconds) * 1000;
     this.refreshIntervalMs = nonNegative(
       'jwksRefreshIntervalMs',
@@ -95,6 +104,8 @@ export class LocalTokenVerifier implements OnApplicationBootstrap {
    *   that is unknown and the keys cannot be fetched again to look for it.
    */
   async verify(token: string, audiences: readonly string[]): Promise<ReviewResult> {
+    const known = this.accepted.get(token, audiences);
+    if (known) return known;
     const jws = decodeJws(token);
     // `alg: none`, HMACs and anything unknown are refused before any key is looked at.
     if (!jws || !isSupportedAlgorithm(jws.header['alg']) || jws.header['crit'] !== undefined) {
@@ -127,6 +138,8 @@ export class LocalTokenVerifier implements OnApplicationBootstrap {
       clockSkewMs: this.clockSkewMs,
     });
     if (!result.accepted) return this.refuse(token, `claims: ${result.reason}`, result);
+    // The claims are checked, so `exp` is a number the API server signed: the cached answer ends with the token.
+    this.accepted.set(token, audiences, result, this.ttlMs, new Date((jws.payload['exp'] as number) * 1000));
     return result;
   }
 

@@ -1,10 +1,13 @@
 import { Controller, Get, type INestApplication, type LoggerService, UseGuards } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
+import { Agent, get as httpGet } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import type { AccessAttributes } from './access-check';
 import { type AccessDecision, AccessReviewer } from './access-reviewer';
 import { AllowServiceAccounts, Audience } from './k8s-auth.decorators';
 import { K8sAuthModule } from './k8s-auth.module';
+import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { RequireAccess } from './require-access.decorator';
 import { ServiceAccountGuard } from './service-account.guard';
 import { type CallerIdentity, ReviewUnavailableError, type ReviewResult, TokenReviewer } from './token-reviewer';
@@ -180,5 +183,97 @@ describe('ServiceAccountGuard with @RequireAccess', () => {
   it('still refuses a route with neither an allowlist nor RBAC checks', async () => {
     await get('/nothing').expect(500);
     expect(logger.lines.join('\n')).toMatch(/NothingController\.open allows nobody/);
+  });
+});
+
+describe('ServiceAccountGuard on a keep-alive connection', () => {
+  @Controller()
+  @UseGuards(ServiceAccountGuard)
+  @Audience('secret-store')
+  @AllowServiceAccounts('api:api')
+  class PingController {
+    @Get('ping')
+    ping() {
+      return 'pong';
+    }
+  }
+
+  class CountingReviewer {
+    readonly asked: string[] = [];
+    accept = true;
+    async review(token: string): Promise<ReviewResult> {
+      this.asked.push(token);
+      return this.accept ? { accepted: true, caller: API_CALLER } : { accepted: false, reason: 'invalid token' };
+    }
+  }
+
+  let app: INestApplication;
+  let reviewer: CountingReviewer;
+  let agent: Agent;
+  let url: string;
+
+  async function start(options: K8sAuthModuleOptions = {}) {
+    reviewer = new CountingReviewer();
+    const moduleRef = await Test.createTestingModule({
+      imports: [K8sAuthModule.forRoot({ metrics: false, ...options })],
+      controllers: [PingController],
+    })
+      .overrideProvider(TokenReviewer)
+      .useValue(reviewer)
+      .compile();
+    app = moduleRef.createNestApplication({ logger: new QuietLogger() });
+    await app.listen(0, '127.0.0.1');
+    url = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}/ping`;
+    agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  }
+
+  afterEach(async () => {
+    agent.destroy();
+    await app.close();
+  });
+
+  /** GET /ping on the agent's one connection; the status and the local port (which connection it was). */
+  function ping(token: string): Promise<{ status: number; port: number }> {
+    return new Promise((resolve, reject) => {
+      const req = httpGet(url, { agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, port: req.socket?.localPort ?? 0 }));
+      });
+      req.on('error', reject);
+    });
+  }
+
+  it('reviews a repeated token once, and a new token again', async () => {
+    await start();
+    const answers = [];
+    for (let i = 0; i < 5; i++) answers.push(await ping('a.b.c'));
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
+    expect(new Set(answers.map((a) => a.port)).size).toBe(1);
+    expect(reviewer.asked).toEqual(['a.b.c']);
+    expect((await ping('a.b.d')).status).toBe(200);
+    expect((await ping('a.b.c')).status).toBe(200);
+    expect(reviewer.asked).toEqual(['a.b.c', 'a.b.d', 'a.b.c']);
+  });
+
+  it('never remembers a refusal', async () => {
+    await start();
+    reviewer.accept = false;
+    for (let i = 0; i < 3; i++) expect((await ping('a.b.c')).status).toBe(403);
+    expect(reviewer.asked).toHaveLength(3);
+  });
+
+  it('remembers nothing when the review cache is turned off', async () => {
+    await start({ maxCacheEntries: 0 });
+    for (let i = 0; i < 3; i++) expect((await ping('a.b.c')).status).toBe(200);
+    expect(reviewer.asked).toHaveLength(3);
+  });
+
+  it('sends a token refused since to the reviewer after the memo lifetime (1 s)', async () => {
+    await start();
+    expect((await ping('a.b.c')).status).toBe(200);
+    reviewer.accept = false;
+    await new Promise((resolve) => setTimeout(resolve, 1_050));
+    expect((await ping('a.b.c')).status).toBe(403);
+    expect(reviewer.asked).toHaveLength(2);
   });
 });

@@ -20,6 +20,7 @@ import {
 } from './access-check';
 import { AccessReviewer } from './access-reviewer';
 import { extractToken, type TokenHeader, tokenFingerprint, tokenHeadersOf } from './bearer-token';
+import { ConnectionMemo } from './connection-memo';
 import {
   type CallerPolicy,
   isCallerAllowed,
@@ -41,7 +42,10 @@ import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { TokenAuthenticator } from './token-authenticator';
-import { type CallerIdentity, ReviewUnavailableError } from './token-reviewer';
+import { type CallerIdentity, type ReviewResult, ReviewUnavailableError } from './token-reviewer';
+
+/** How long a connection's last accepted token is reused without a cache lookup (see ConnectionMemo). */
+const CONNECTION_MEMO_MS = 1_000;
 
 interface RoutePolicy {
   where: string;
@@ -56,6 +60,8 @@ type GuardedRequest = {
   headers: Record<string, string | string[] | undefined>;
   headersDistinct?: Record<string, string[] | undefined>;
   params?: Record<string, unknown>;
+  /** The connection (Node's socket): what the connection memo is kept on. */
+  socket?: object;
 } & Record<symbol, unknown>;
 
 type RouteHandler = ReturnType<ExecutionContext['getHandler']>;
@@ -82,6 +88,7 @@ export class ServiceAccountGuard implements CanActivate {
   private readonly tokenHeaders: readonly TokenHeader[];
   private readonly maxTokenBytes: number;
   private readonly retryAfter: string;
+  private readonly memo: ConnectionMemo;
 
   constructor(
     @Inject(MODULE_OPTIONS_TOKEN) private readonly options: K8sAuthModuleOptions,
@@ -93,6 +100,10 @@ export class ServiceAccountGuard implements CanActivate {
     this.tokenHeaders = options.tokenHeaders ?? DEFAULTS.tokenHeaders;
     this.maxTokenBytes = options.maxTokenBytes ?? DEFAULTS.maxTokenBytes;
     this.retryAfter = String(options.retryAfterSeconds ?? DEFAULTS.retryAfterSeconds);
+    // A cache turned off or shortened is never outlived by the memo.
+    const cacheTtlMs = options.cacheTtlMs ?? DEFAULTS.cacheTtlMs;
+    const caching = (options.maxCacheEntries ?? DEFAULTS.maxCacheEntries) > 0;
+    this.memo = new ConnectionMemo(caching ? Math.min(CONNECTION_MEMO_MS, cacheTtlMs) : 0);
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -113,14 +124,17 @@ export class ServiceAccountGuard implements CanActivate {
       throw new UnauthorizedException(extracted.kind === 'missing' ? 'token required' : extracted.reason);
     }
 
-    let result;
-    try {
-      result = await this.authenticator.authenticate(extracted.token, policy.audiences);
-    } catch (err) {
-      if (!(err instanceof ReviewUnavailableError)) throw err;
-      setHeader(response, 'Retry-After', this.retryAfter);
-      this.metrics.decision('unavailable');
-      throw new ServiceUnavailableException('authentication is unavailable, retry later');
+    let result: ReviewResult | undefined = this.memo.recall(request.socket, extracted.token, policy.audiences);
+    if (!result) {
+      try {
+        result = await this.authenticator.authenticate(extracted.token, policy.audiences);
+      } catch (err) {
+        if (!(err instanceof ReviewUnavailableError)) throw err;
+        setHeader(response, 'Retry-After', this.retryAfter);
+        this.metrics.decision('unavailable');
+        throw new ServiceUnavailableException('authentication is unavailable, retry later');
+      }
+      if (result.accepted) this.memo.remember(request.socket, extracted.token, policy.audiences, result);
     }
 
     // Computed only for a line that is logged: most requests log nothing.
