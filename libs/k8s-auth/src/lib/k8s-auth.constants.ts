@@ -5,9 +5,6 @@ export const ALLOW_NAMESPACES_KEY = 'k8s-auth:allow-namespaces';
 export const PUBLIC_ROUTE_KEY = 'k8s-auth:public-route';
 export const REQUIRE_ACCESS_KEY = 'k8s-auth:require-access';
 
-/** Where the guard leaves the caller's identity on the request, for `@Caller()`. */
-export const CALLER_KEY = Symbol('k8s-auth:caller');
-
 /** The `audiences` option value that reviews without an audience: the API server's own (legacy tokens). */
 export const API_SERVER_AUDIENCE = 'api-server' as const;
 

@@ -33,13 +33,13 @@ import {
   ALLOW_SERVICE_ACCOUNTS_KEY,
   API_SERVER_AUDIENCE,
   AUDIENCE_KEY,
-  CALLER_KEY,
   DEFAULTS,
   PUBLIC_ROUTE_KEY,
   REQUIRE_ACCESS_KEY,
 } from './k8s-auth.constants';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
+import { setRequestCaller } from './request-callers';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { TokenAuthenticator } from './token-authenticator';
 import { type CallerIdentity, type ReviewResult, ReviewUnavailableError } from './token-reviewer';
@@ -62,7 +62,7 @@ type GuardedRequest = {
   params?: Record<string, unknown>;
   /** The connection (Node's socket): what the connection memo is kept on. */
   socket?: object;
-} & Record<symbol, unknown>;
+};
 
 type RouteHandler = ReturnType<ExecutionContext['getHandler']>;
 type Controller = ReturnType<ExecutionContext['getClass']>;
@@ -158,7 +158,7 @@ export class ServiceAccountGuard implements CanActivate {
       this.logger.debug(`allowed ${caller.username} pod=${caller.podName ?? '-'} token ${fingerprint()}`);
     }
     this.metrics.decision('allowed');
-    request[CALLER_KEY] = caller;
+    setRequestCaller(request, caller);
     return true;
   }
 
