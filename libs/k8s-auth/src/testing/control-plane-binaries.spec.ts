@@ -238,6 +238,20 @@ describe('ensureControlPlaneBinaries called concurrently', () => {
     expect(await lines(counter)).toHaveLength(6);
     expect(await fs.readdir(join(cacheDirectory, 'bin'))).toEqual([basename(target)]);
   }, 20_000);
+
+  it('removes the staging folder of a build whose process died', async () => {
+    const counter = join(scratch, 'builds');
+    await useFakeGo('go1.26.8', successfulBuild(counter, 1));
+    const cacheDirectory = await folder('cache');
+    const first = await ensureControlPlaneBinaries({ cacheDirectory, onProgress: () => undefined });
+    const target = dirname(first.kubeApiServer);
+    await fs.rm(target, { recursive: true });
+    const abandoned = `${target}.partial-${await deadPid()}-0badf00d`;
+    const live = `${target}.partial-${process.pid}-0000beef`;
+    for (const dir of [abandoned, live]) await fs.mkdir(dir);
+    expect(await ensureControlPlaneBinaries({ cacheDirectory, onProgress: () => undefined })).toEqual(first);
+    expect((await fs.readdir(join(cacheDirectory, 'bin'))).sort()).toEqual([basename(target), basename(live)].sort());
+  }, 20_000);
 });
 
 describe('startWithFreePorts', () => {

@@ -1,8 +1,8 @@
 import { execFile, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants, promises as fs, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { ControlPlaneError } from './control-plane-error';
 
@@ -88,28 +88,65 @@ export async function ensureControlPlaneBinaries(options: BinaryOptions = {}): P
   const binaries = { kubeApiServer: join(target, 'kube-apiserver'), etcd: join(target, 'etcd') };
   if (await isExecutable(binaries.kubeApiServer, binaries.etcd)) return binaries;
 
+  // Callers in this process share one build: they would otherwise race each other for the lock under one pid.
+  let build = buildsInProgress.get(target);
+  if (build) {
+    progress(`waiting for the build in process ${process.pid} (${target}.lock)`);
+  } else {
+    build = buildIntoCache(modules, cacheRoot, target, binaries, progress).finally(() =>
+      buildsInProgress.delete(target),
+    );
+    buildsInProgress.set(target, build);
+  }
+  return build;
+}
+
+const buildsInProgress = new Map<string, Promise<ControlPlaneBinaries>>();
+
+async function buildIntoCache(
+  modules: GoModule[],
+  cacheRoot: string,
+  target: string,
+  binaries: ControlPlaneBinaries,
+  progress: (line: string) => void,
+): Promise<ControlPlaneBinaries> {
   await fs.mkdir(join(cacheRoot, 'bin'), { recursive: true });
   const release = await acquireLock(`${target}.lock`, progress);
   try {
     // Another process may have finished the build while this one waited for the lock.
     if (await isExecutable(binaries.kubeApiServer, binaries.etcd)) return binaries;
     await checkGo(modules[0].goVersion);
-    const staging = `${target}.partial-${process.pid}`;
-    await fs.rm(staging, { recursive: true, force: true });
+    await removeAbandonedStaging(target);
+    const staging = `${target}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
     await fs.mkdir(staging, { recursive: true });
     try {
       for (const mod of modules) await goBuild(mod, staging, progress);
-    } catch (err) {
-      // A failed build leaves no half-built binaries behind.
+      // Two processes can both believe they took over one stale lock (each read it before the other replaced it):
+      // the lock only spares a second build. Whoever publishes first wins; the other keeps what is there.
+      if (!(await isExecutable(binaries.kubeApiServer, binaries.etcd))) {
+        await fs.rm(target, { recursive: true, force: true });
+        await fs.rename(staging, target).catch(async (err: unknown) => {
+          if (!(await isExecutable(binaries.kubeApiServer, binaries.etcd))) throw err;
+        });
+      }
+    } finally {
+      // A failed build leaves no half-built binaries behind; a published one left nothing here.
       await fs.rm(staging, { recursive: true, force: true });
-      throw err;
     }
-    await fs.rm(target, { recursive: true, force: true });
-    await fs.rename(staging, target);
     progress(`binaries ready in ${target}`);
     return binaries;
   } finally {
     await release();
+  }
+}
+
+/** Staging folders of builds whose process died (killed during `go build`): `<target>.partial-<pid>-<random>`. */
+async function removeAbandonedStaging(target: string): Promise<void> {
+  const prefix = `${basename(target)}.partial-`;
+  for (const entry of await fs.readdir(dirname(target))) {
+    if (!entry.startsWith(prefix)) continue;
+    const pid = Number(entry.slice(prefix.length).split('-')[0]);
+    if (pid > 0 && !isAlive(pid)) await fs.rm(join(dirname(target), entry), { recursive: true, force: true });
   }
 }
 
