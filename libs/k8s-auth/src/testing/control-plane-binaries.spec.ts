@@ -86,6 +86,15 @@ async function rejection(promise: Promise<unknown>): Promise<ControlPlaneError> 
   return err as ControlPlaneError;
 }
 
+/** Binaries built once with a fake go into a new cache, for tests that then take away or leave behind something. */
+async function builtOnce() {
+  const counter = join(scratch, 'builds');
+  await useFakeGo('go1.26.8', successfulBuild(counter, 1));
+  const cacheDirectory = await folder('cache');
+  const first = await ensureControlPlaneBinaries({ cacheDirectory, onProgress: () => undefined });
+  return { counter, cacheDirectory, first, target: dirname(first.kubeApiServer) };
+}
+
 /** The pid of a process that has exited: a lock holder that crashed. */
 async function deadPid(): Promise<number> {
   const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
@@ -215,11 +224,7 @@ describe('ensureControlPlaneBinaries called concurrently', () => {
   }, 20_000);
 
   it('takes over a lock left behind by a process that died, also with several callers', async () => {
-    const counter = join(scratch, 'builds');
-    await useFakeGo('go1.26.8', successfulBuild(counter, 1));
-    const cacheDirectory = await folder('cache');
-    const first = await ensureControlPlaneBinaries({ cacheDirectory, onProgress: () => undefined });
-    const target = dirname(first.kubeApiServer);
+    const { counter, cacheDirectory, first, target } = await builtOnce();
     expect(await lines(counter)).toHaveLength(2);
 
     const dead = await deadPid();
@@ -240,11 +245,7 @@ describe('ensureControlPlaneBinaries called concurrently', () => {
   }, 20_000);
 
   it('removes the staging folder of a build whose process died', async () => {
-    const counter = join(scratch, 'builds');
-    await useFakeGo('go1.26.8', successfulBuild(counter, 1));
-    const cacheDirectory = await folder('cache');
-    const first = await ensureControlPlaneBinaries({ cacheDirectory, onProgress: () => undefined });
-    const target = dirname(first.kubeApiServer);
+    const { cacheDirectory, first, target } = await builtOnce();
     await fs.rm(target, { recursive: true });
     const abandoned = `${target}.partial-${await deadPid()}-0badf00d`;
     const live = `${target}.partial-${process.pid}-0000beef`;
