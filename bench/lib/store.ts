@@ -1,7 +1,6 @@
 import { promises as fs } from 'node:fs';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { ManagedProcess } from '@k8s-auth/nestjs/testing';
+import { freePort, ManagedProcess } from '@k8s-auth/nestjs/testing';
 
 const ROOT = resolve(__dirname, '..', '..');
 export const STORE_MAIN = join(ROOT, 'dist', 'apps', 'secret-store', 'main.js');
@@ -13,17 +12,6 @@ export interface RunningStore {
   logFile: string;
   /** Stops the process by its own pid; with a CPU profile, lets it exit normally first so the profile is written. */
   stop(): Promise<void>;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 
 /**

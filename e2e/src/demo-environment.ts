@@ -1,10 +1,9 @@
-import { ApiException, KubernetesObjectApi, type KubernetesObject, loadAllYaml } from '@kubernetes/client-node';
 import { promises as fs } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
   type ControlPlane,
+  createClusterObjects,
   createPod,
   kubeConfigFor,
   ManagedProcess,
@@ -25,16 +24,6 @@ export const ACCOUNTS = {
   secretStore: { namespace: 'secret-store', name: 'secret-store' },
   dataStore: { namespace: 'data-store', name: 'data-store' },
 } satisfies Record<string, ServiceAccountRef>;
-
-/** What `npm start` creates from `k8s/base`: everything but the workloads, which run as local processes. */
-const CLUSTER_KINDS = new Set([
-  'Namespace',
-  'ServiceAccount',
-  'ClusterRole',
-  'ClusterRoleBinding',
-  'Role',
-  'RoleBinding',
-]);
 
 export interface RunningService {
   name: string;
@@ -59,37 +48,6 @@ export interface DemoEnvironment {
   stop(): Promise<void>;
 }
 
-export async function applyClusterObjects(cp: ControlPlane, kustomizeDir = join(ROOT, 'k8s', 'base')): Promise<void> {
-  const api = KubernetesObjectApi.makeApiClient(cp.kubeConfig);
-  const files = (await fs.readdir(kustomizeDir)).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
-  const objects: KubernetesObject[] = [];
-  for (const file of files.sort()) {
-    objects.push(...(loadAllYaml(await fs.readFile(join(kustomizeDir, file), 'utf8')) as KubernetesObject[]));
-  }
-  // Namespaces first, then what lives in them.
-  const ordered = objects
-    .filter((o) => CLUSTER_KINDS.has(o.kind ?? ''))
-    .sort((a, b) => Number(b.kind === 'Namespace') - Number(a.kind === 'Namespace'));
-  for (const object of ordered) {
-    try {
-      await api.create(object);
-    } catch (err) {
-      if (!(err instanceof ApiException && err.code === 409)) throw err;
-    }
-  }
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
 export async function startDemoEnvironment(): Promise<DemoEnvironment> {
   const cp = await startControlPlane();
   const dir = await fs.mkdtemp(join(tmpdir(), 'k8s-auth-demo-'));
@@ -102,7 +60,7 @@ export async function startDemoEnvironment(): Promise<DemoEnvironment> {
     await fs.rm(dir, { recursive: true, force: true });
   };
   try {
-    await applyClusterObjects(cp);
+    await createClusterObjects(cp.kubeConfig, join(ROOT, 'k8s', 'base'));
     const apiPod = await createPod(cp.kubeConfig, ACCOUNTS.api, 'api-0');
     const dataStorePod = await createPod(cp.kubeConfig, ACCOUNTS.dataStore, 'data-store-0');
     projector = new TokenProjector(cp.kubeConfig, {

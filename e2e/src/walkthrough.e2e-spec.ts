@@ -1,14 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import request from 'supertest';
-import { mintServiceAccountToken } from '@k8s-auth/nestjs/testing';
-import {
-  ACCOUNTS,
-  type DemoEnvironment,
-  freePort,
-  type RunningService,
-  startDemoEnvironment,
-} from './demo-environment';
+import { freePort, mintServiceAccountToken } from '@k8s-auth/nestjs/testing';
+import { ACCOUNTS, type DemoEnvironment, type RunningService, startDemoEnvironment } from './demo-environment';
 
 const GREETING = 'Hello from secret store. You have been authenticated';
 

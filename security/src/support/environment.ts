@@ -1,15 +1,10 @@
-import {
-  ApiException,
-  KubeConfig,
-  KubernetesObjectApi,
-  type KubernetesObject,
-  loadAllYaml,
-} from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
   type ControlPlane,
+  createClusterObjects,
   createPod,
   kubeConfigFor,
   ManagedProcess,
@@ -28,16 +23,6 @@ export const ACCOUNTS = {
   secretStore: { namespace: 'secret-store', name: 'secret-store' },
   dataStore: { namespace: 'data-store', name: 'data-store' },
 } satisfies Record<string, ServiceAccountRef>;
-
-/** The objects of k8s/base the services need; the workloads run as local processes instead. */
-const CLUSTER_KINDS = new Set([
-  'Namespace',
-  'ServiceAccount',
-  'ClusterRole',
-  'ClusterRoleBinding',
-  'Role',
-  'RoleBinding',
-]);
 
 export interface RunningService {
   name: string;
@@ -101,7 +86,7 @@ export class SecurityEnvironment {
     const cp = await startControlPlane();
     try {
       ledger.addToken(cp.kubeConfig.getCurrentUser()?.token);
-      await applyClusterObjects(cp);
+      await createClusterObjects(cp.kubeConfig, join(ROOT, 'k8s', 'base'));
       const pods = {
         api: await createPod(cp.kubeConfig, ACCOUNTS.api, 'api-0'),
         dataStore: await createPod(cp.kubeConfig, ACCOUNTS.dataStore, 'data-store-0'),
@@ -268,24 +253,5 @@ export class SecurityEnvironment {
       }
     }
     await this.cp.stop();
-  }
-}
-
-async function applyClusterObjects(cp: ControlPlane): Promise<void> {
-  const dir = join(ROOT, 'k8s', 'base');
-  const api = KubernetesObjectApi.makeApiClient(cp.kubeConfig);
-  const objects: KubernetesObject[] = [];
-  for (const file of (await fs.readdir(dir)).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml').sort()) {
-    objects.push(...(loadAllYaml(await fs.readFile(join(dir, file), 'utf8')) as KubernetesObject[]));
-  }
-  const ordered = objects
-    .filter((o) => CLUSTER_KINDS.has(o.kind ?? ''))
-    .sort((a, b) => Number(b.kind === 'Namespace') - Number(a.kind === 'Namespace'));
-  for (const object of ordered) {
-    try {
-      await api.create(object);
-    } catch (err) {
-      if (!(err instanceof ApiException && err.code === 409)) throw err;
-    }
   }
 }

@@ -1,4 +1,14 @@
-import { ApiException, CoreV1Api, KubeConfig, RbacAuthorizationV1Api } from '@kubernetes/client-node';
+import {
+  ApiException,
+  CoreV1Api,
+  KubeConfig,
+  KubernetesObjectApi,
+  type KubernetesObject,
+  loadAllYaml,
+  RbacAuthorizationV1Api,
+} from '@kubernetes/client-node';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 
 /** A service account, as `namespace` and `name`. */
@@ -169,4 +179,37 @@ export async function countApiServerRequests(kubeConfig: KubeConfig, resource: s
     }
   }
   return total;
+}
+
+/** What {@link createClusterObjects} takes from manifests: everything around the workloads, which tests run as processes. */
+const CLUSTER_KINDS = new Set([
+  'Namespace',
+  'ServiceAccount',
+  'ClusterRole',
+  'ClusterRoleBinding',
+  'Role',
+  'RoleBinding',
+]);
+
+/**
+ * Creates the namespaces, service accounts and RBAC objects of the YAML manifests in `dir` (e.g. a kustomize base;
+ * `kustomization.yaml` itself is skipped), namespaces first. Objects that exist already are left as they are.
+ */
+export async function createClusterObjects(kubeConfig: KubeConfig, dir: string): Promise<void> {
+  const api = KubernetesObjectApi.makeApiClient(kubeConfig);
+  const files = (await fs.readdir(dir)).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
+  const objects: KubernetesObject[] = [];
+  for (const file of files.sort()) {
+    objects.push(...(loadAllYaml(await fs.readFile(join(dir, file), 'utf8')) as KubernetesObject[]));
+  }
+  const ordered = objects
+    .filter((o) => CLUSTER_KINDS.has(o.kind ?? ''))
+    .sort((a, b) => Number(b.kind === 'Namespace') - Number(a.kind === 'Namespace'));
+  for (const object of ordered) {
+    try {
+      await api.create(object);
+    } catch (err) {
+      if (!(err instanceof ApiException && err.code === 409)) throw err;
+    }
+  }
 }

@@ -237,6 +237,14 @@ export async function startWithFreePorts<T>(count: number, start: (ports: number
   throw lastError;
 }
 
+/**
+ * A loopback port that was free a moment ago, for a process the caller starts. Another process may take it before
+ * that process binds it: prefer port 0 where the process can report the port it got.
+ */
+export async function freePort(): Promise<number> {
+  return (await freePorts(1))[0];
+}
+
 async function freePorts(count: number): Promise<number[]> {
   const servers = await Promise.all(
     Array.from(

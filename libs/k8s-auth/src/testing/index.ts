@@ -3,7 +3,7 @@
  * helpers to create service accounts, pods and tokens in it, so that tests prove auth decisions
  * against the real API server.
  */
-export { startControlPlane, stopControlPlaneByState } from './control-plane';
+export { freePort, startControlPlane, stopControlPlaneByState } from './control-plane';
 export type { ControlPlane, ControlPlaneOptions, ControlPlaneState } from './control-plane';
 export { ensureControlPlaneBinaries, controlPlaneVersions, defaultCacheDirectory } from './control-plane-binaries';
 export type { BinaryOptions, ControlPlaneBinaries } from './control-plane-binaries';
@@ -14,6 +14,7 @@ export type { ManagedProcessOptions } from './managed-process';
 export {
   bindClusterRole,
   countApiServerRequests,
+  createClusterObjects,
   createPod,
   createServiceAccount,
   deletePod,
