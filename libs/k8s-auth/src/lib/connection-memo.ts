@@ -1,4 +1,4 @@
-import { readTokenTimes } from './jwt-claims';
+import { tokenExpiry } from './jwt-claims';
 import type { ReviewResult } from './token-reviewer';
 
 type Accepted = Extract<ReviewResult, { accepted: true }>;
@@ -45,8 +45,8 @@ export class ConnectionMemo {
     if (remembered === undefined || remembered.token !== token || remembered.audiences !== audiences) return undefined;
     if (!remembered.capped) {
       remembered.capped = true;
-      const expiresAt = safeExpiry(token);
-      if (expiresAt !== undefined) remembered.until = Math.min(remembered.until, expiresAt);
+      const expiresAt = tokenExpiry(token);
+      if (expiresAt !== undefined) remembered.until = Math.min(remembered.until, expiresAt.getTime());
     }
     if (this.clock.now() >= remembered.until) {
       this.byConnection.delete(connection);
@@ -65,13 +65,5 @@ export class ConnectionMemo {
       until: this.clock.now() + this.lifetimeMs,
       capped: false,
     });
-  }
-}
-
-function safeExpiry(token: string): number | undefined {
-  try {
-    return readTokenTimes(token).expiresAt?.getTime();
-  } catch {
-    return undefined; // not a JWT with `exp`: the lifetime alone bounds it
   }
 }

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { tokenFingerprint } from './bearer-token';
-import { readTokenTimes } from './jwt-claims';
+import { tokenExpiry } from './jwt-claims';
 import { DEFAULTS } from './k8s-auth.constants';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
@@ -106,7 +106,7 @@ export class TokenReviewer {
     stopTimer(result.accepted ? 'accepted' : 'refused');
     if (result.accepted) {
       // The API server has just verified the signature, so the token's own `exp` can be trusted.
-      const expiresAt = safeExpiry(token);
+      const expiresAt = tokenExpiry(token);
       this.cache.set(token, audiences, result, this.ttlMs, expiresAt);
     } else {
       this.cache.set(token, audiences, result, this.negativeTtlMs);
@@ -126,14 +126,6 @@ export class TokenReviewer {
     const message = `TokenReview failed: ${err instanceof Error ? err.message : String(err)}`;
     this.logger.warn(message);
     return new ReviewUnavailableError(message);
-  }
-}
-
-function safeExpiry(token: string): Date | undefined {
-  try {
-    return readTokenTimes(token).expiresAt;
-  } catch {
-    return undefined; // legacy tokens are JWTs too; anything else simply gets the plain TTL
   }
 }
 
