@@ -22,6 +22,7 @@ export const DEFAULTS = {
   retryAfterSeconds: 5,
   verification: 'tokenReview',
   clockSkewSeconds: 60,
+  verificationThread: true,
   jwksRefreshIntervalMs: 5 * 60_000,
   jwksMinRefreshIntervalMs: 10_000,
   tokenRefreshIntervalMs: 5 * 60_000,

@@ -74,6 +74,7 @@ describe('local verification against a real API server', () => {
 
   let local: INestApplication;
   let localReview: INestApplication;
+  let localInline: INestApplication;
   let review: INestApplication;
 
   async function boot(options: K8sAuthModuleOptions): Promise<INestApplication> {
@@ -95,7 +96,10 @@ describe('local verification against a real API server', () => {
   /** Status and message from the local app and from the TokenReview app, which must agree. */
   async function decisions(token: string): Promise<{ local: string; review: string }> {
     const show = (r: request.Response) => `${r.status} ${r.status === 200 ? '' : r.body.message}`.trim();
-    return { local: show(await get(local, token)), review: show(await get(review, token)) };
+    const fromLocal = show(await get(local, token));
+    // Every decision is the same with the signatures checked on the event loop instead of the verification thread.
+    expect(show(await get(localInline, token))).toBe(fromLocal);
+    return { local: fromLocal, review: show(await get(review, token)) };
   }
 
   const mint = (
@@ -151,6 +155,7 @@ describe('local verification against a real API server', () => {
 
     local = await boot({ verification: 'local' });
     localReview = await boot({ verification: 'local+review', cacheTtlMs: 1000 });
+    localInline = await boot({ verification: 'local', verificationThread: false });
     review = await boot({});
   });
 

@@ -1,9 +1,10 @@
-import crypto, { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { kubernetesKeyId, serviceAccountClaims, signJwt } from '../testing/jwt';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { type KubernetesApiClient, KubernetesApiError } from './kubernetes-api.client';
 import { LocalTokenVerifier } from './local-token-verifier';
+import { SignatureVerifier } from './signature-verifier';
 import { ReviewUnavailableError } from './token-reviewer';
 
 // The key cache and refresh rules, with the API server's discovery documents served by a fake; the verification
@@ -65,12 +66,20 @@ function token(key: KeyObject, audiences = ['secret-store'], expirationSeconds =
 
 describe('LocalTokenVerifier', () => {
   let api: FakeApiServer;
-  const make = (options: K8sAuthModuleOptions = {}) =>
-    new LocalTokenVerifier(
+  const made: LocalTokenVerifier[] = [];
+  const make = (options: K8sAuthModuleOptions = {}) => {
+    const verifier = new LocalTokenVerifier(
       { verification: 'local', audiences: ['secret-store'], jwksMinRefreshIntervalMs: 1_000, ...options },
       api as unknown as KubernetesApiClient,
       new K8sAuthMetrics({ metrics: false }),
     );
+    made.push(verifier);
+    return verifier;
+  };
+  afterEach(async () => {
+    // Stops their signature verification threads.
+    for (const verifier of made.splice(0)) await verifier.onModuleDestroy();
+  });
 
   beforeEach(() => {
     api = new FakeApiServer();
@@ -187,7 +196,7 @@ describe('LocalTokenVerifier', () => {
 
   describe('remembering accepted tokens', () => {
     let signatureChecks: jest.SpyInstance;
-    beforeEach(() => (signatureChecks = jest.spyOn(crypto, 'verify')));
+    beforeEach(() => (signatureChecks = jest.spyOn(SignatureVerifier.prototype, 'verify')));
     afterEach(() => signatureChecks.mockRestore());
 
     it('checks the signature of a token once per cacheTtlMs', async () => {
@@ -234,5 +243,6 @@ describe('LocalTokenVerifier', () => {
     expect(() => make({ verification: 'tokenReview', audiences: 'api-server' })).not.toThrow();
     expect(() => make({ verification: 'remote' as never })).toThrow(/verification must be/);
     expect(() => make({ clockSkewSeconds: -1 })).toThrow(/clockSkewSeconds/);
+    expect(() => make({ verificationThread: 'yes' as never })).toThrow(/verificationThread must be true or false/);
   });
 });

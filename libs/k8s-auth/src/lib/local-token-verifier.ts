@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { tokenFingerprint } from './bearer-token';
 import { API_SERVER_AUDIENCE, DEFAULTS } from './k8s-auth.constants';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
@@ -8,12 +8,14 @@ import { KubernetesApiClient } from './kubernetes-api.client';
 import { ReviewCache } from './review-cache';
 import {
   checkServiceAccountClaims,
+  type DecodedJws,
   decodeJws,
   isSupportedAlgorithm,
   parseJwks,
+  signatureCheck,
   type VerificationKey,
-  verifySignature,
 } from './service-account-jwt';
+import { SignatureVerifier } from './signature-verifier';
 import { SingleFlight } from './single-flight';
 import { type ReviewResult, ReviewUnavailableError } from './token-reviewer';
 
@@ -50,10 +52,11 @@ const JWKS_MEDIA_TYPES = 'application/jwk-set+json, application/json';
  * remembered: a token refused for an unknown key may be good once the keys are fetched again.
  */
 @Injectable()
-export class LocalTokenVerifier implements OnApplicationBootstrap {
+export class LocalTokenVerifier implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger('LocalTokenVerifier');
   private readonly fetches = new SingleFlight<'jwks', IssuerKeys>();
   private readonly accepted: ReviewCache<ReviewResult>;
+  private readonly signatures: SignatureVerifier;
   private readonly ttlMs: number;
   private readonly clockSkewMs: number;
   private readonly refreshIntervalMs: number;
@@ -80,6 +83,11 @@ export class LocalTokenVerifier implements OnApplicationBootstrap {
       );
     }
     this.accepted = new ReviewCache({ maxEntries: options.maxCacheEntries ?? DEFAULTS.maxCacheEntries });
+    const thread = options.verificationThread ?? DEFAULTS.verificationThread;
+    if (typeof thread !== 'boolean')
+      throw new TypeError(`verificationThread must be true or false, not ${String(thread)}`);
+    // The thread starts at the first signature check: in 'tokenReview' mode there is none.
+    this.signatures = new SignatureVerifier({ thread });
     this.ttlMs = options.cacheTtlMs ?? DEFAULTS.cacheTtlMs;
     this.clockSkewMs = nonNegative('clockSkewSeconds', options.clockSkewSeconds ?? DEFAULTS.clockSkewSeconds) * 1000;
     this.refreshIntervalMs = nonNegative(
@@ -96,6 +104,10 @@ export class LocalTokenVerifier implements OnApplicationBootstrap {
   onApplicationBootstrap(): void {
     if ((this.options.verification ?? 'tokenReview') === 'tokenReview') return;
     this.fetch().catch(() => undefined); // logged in fetch(); requests retry
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    await this.signatures.close();
   }
 
   /**
@@ -129,7 +141,7 @@ export class LocalTokenVerifier implements OnApplicationBootstrap {
       }
     }
     if (candidates.length === 0) return this.refuse(token, 'signed with a key the API server does not publish');
-    if (!candidates.some((key) => verifySignature(jws, key))) return this.refuse(token, 'bad signature');
+    if (!(await this.signatureMatches(jws, candidates))) return this.refuse(token, 'bad signature');
 
     const result = checkServiceAccountClaims(jws.payload, {
       issuer: issuer.issuer,
@@ -141,6 +153,15 @@ export class LocalTokenVerifier implements OnApplicationBootstrap {
     // The claims are checked, so `exp` is a number the API server signed: the cached answer ends with the token.
     this.accepted.set(token, audiences, result, this.ttlMs, new Date((jws.payload['exp'] as number) * 1000));
     return result;
+  }
+
+  /** Whether one of `keys` (normally the one its kid names) signed `jws`: checked on the verification thread. */
+  private async signatureMatches(jws: DecodedJws, keys: readonly VerificationKey[]): Promise<boolean> {
+    for (const key of keys) {
+      const check = signatureCheck(jws, key);
+      if (check && (await this.signatures.verify(check))) return true;
+    }
+    return false;
   }
 
   /** The cached keys, fetched first if there are none; refreshed in the background once they are old. */

@@ -7,7 +7,8 @@ import {
   isSupportedAlgorithm,
   parseJwks,
   type VerificationKey,
-  verifySignature,
+  runSignatureCheck,
+  signatureCheck,
 } from './service-account-jwt';
 
 const ISSUER = 'https://127.0.0.1:6443';
@@ -97,7 +98,13 @@ describe('parseJwks', () => {
   });
 });
 
-describe('decodeJws and verifySignature', () => {
+// What the local verifier does with a key, on whichever thread.
+function verifySignature(jws: DecodedJws, key: VerificationKey): boolean {
+  const check = signatureCheck(jws, key);
+  return check !== undefined && runSignatureCheck(check);
+}
+
+describe('decodeJws, signatureCheck and runSignatureCheck', () => {
   it.each([
     ['RS256', rsa],
     ['ES256', ec256],

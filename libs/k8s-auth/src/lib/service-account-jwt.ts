@@ -106,23 +106,45 @@ export function decodeJws(token: string): DecodedJws | undefined {
   return { header, payload, signingInput: token.slice(0, second), signature: Buffer.from(signatureText, 'base64url') };
 }
 
-/** Checks the signature of `jws` with `key`, for the header's algorithm, which must be the key's. */
-export function verifySignature(jws: DecodedJws, key: VerificationKey): boolean {
-  if (jws.header['alg'] !== key.alg) return false;
+/**
+ * One signature check, ready for node:crypto's `verify`: the algorithm's digest, the signed bytes, the key and the
+ * signature. Plain data and a KeyObject, so it can be posted to a worker thread.
+ */
+export interface SignatureCheck {
+  hash: AlgorithmSpec['hash'];
+  /** `<header>.<payload>`: base64url text, read as latin1. */
+  signingInput: string;
+  key: KeyObject;
+  /** ECDSA: JWS carries r || s of fixed size (RFC 7518 §3.4), not DER. */
+  dsaEncoding?: 'ieee-p1363';
+  signature: Uint8Array;
+}
+
+/**
+ * The check of `jws`'s signature with `key`; undefined when they cannot match: the header names another algorithm
+ * than the key's, or the key's type, curve or the signature's size does not fit that algorithm.
+ */
+export function signatureCheck(jws: DecodedJws, key: VerificationKey): SignatureCheck | undefined {
+  if (jws.header['alg'] !== key.alg) return undefined;
   const spec = ALGORITHMS[key.alg];
-  if (key.key.asymmetricKeyType !== spec.keyType) return false;
-  if (spec.keyType === 'ec') {
-    if (key.key.asymmetricKeyDetails?.namedCurve !== spec.curve) return false;
-    // JWS carries r || s of fixed size (RFC 7518 §3.4), not DER.
-    if (jws.signature.length !== 2 * (spec.coordinateBytes ?? 0)) return false;
-    return verify(
-      spec.hash,
-      Buffer.from(jws.signingInput, 'latin1'),
-      { key: key.key, dsaEncoding: 'ieee-p1363' },
-      jws.signature,
-    );
-  }
-  return verify(spec.hash, Buffer.from(jws.signingInput, 'latin1'), key.key, jws.signature);
+  if (key.key.asymmetricKeyType !== spec.keyType) return undefined;
+  const check: SignatureCheck = {
+    hash: spec.hash,
+    signingInput: jws.signingInput,
+    key: key.key,
+    signature: jws.signature,
+  };
+  if (spec.keyType === 'rsa') return check;
+  if (key.key.asymmetricKeyDetails?.namedCurve !== spec.curve) return undefined;
+  if (jws.signature.length !== 2 * (spec.coordinateBytes ?? 0)) return undefined;
+  return { ...check, dsaEncoding: 'ieee-p1363' };
+}
+
+/** Runs `check` on this thread. (The verification thread runs the same call: see SIGNATURE_WORKER_SOURCE.) */
+export function runSignatureCheck(check: SignatureCheck): boolean {
+  const data = Buffer.from(check.signingInput, 'latin1');
+  const key = check.dsaEncoding ? { key: check.key, dsaEncoding: check.dsaEncoding } : check.key;
+  return verify(check.hash, data, key, check.signature);
 }
 
 export interface ClaimExpectations {

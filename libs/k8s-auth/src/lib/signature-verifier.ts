@@ -1,0 +1,198 @@
+import { Logger } from '@nestjs/common';
+import type { KeyObject } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import { runSignatureCheck, type SignatureCheck } from './service-account-jwt';
+
+/**
+ * The verification thread's code: plain JavaScript run with `eval`, because a bundled app (webpack) has no file of
+ * this library to start a worker from. It only runs node:crypto's `verify`, exactly as runSignatureCheck does; every
+ * decision about the token stays on the main thread.
+ *
+ * Messages in: `{ keyId, key }` registers a KeyObject once; `{ batch, checks }` with `checks` a flat list of
+ * (signingInput, keyId, hash, ieee-p1363?, signature). Out: `{ batch, results }`, 1 for a good signature, 0 for a bad
+ * one (or one crypto cannot read).
+ */
+export const SIGNATURE_WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { verify } = require('node:crypto');
+const keys = new Map();
+parentPort.on('message', (message) => {
+  if (message.key) {
+    keys.set(message.keyId, message.key);
+    return;
+  }
+  const checks = message.checks;
+  const results = new Uint8Array(checks.length / 5);
+  for (let i = 0, n = 0; i < checks.length; i += 5, n++) {
+    const key = keys.get(checks[i + 1]);
+    try {
+      const data = Buffer.from(checks[i], 'latin1');
+      results[n] = verify(checks[i + 2], data, checks[i + 3] ? { key, dsaEncoding: 'ieee-p1363' } : key, checks[i + 4]) ? 1 : 0;
+    } catch {
+      results[n] = 0;
+    }
+  }
+  parentPort.postMessage({ batch: message.batch, results }, [results.buffer]);
+});
+`;
+
+/** After the thread dies, checks run inline for this long before a new thread is started. */
+const RESTART_DELAY_MS = 5_000;
+
+interface PendingCheck {
+  check: SignatureCheck;
+  resolve(valid: boolean): void;
+}
+
+export interface SignatureVerifierOptions {
+  /** Check on a worker thread (true) or on the calling thread. */
+  thread: boolean;
+  /** The thread's code; tests give one that fails. @default SIGNATURE_WORKER_SOURCE */
+  workerSource?: string;
+}
+
+/**
+ * Checks JWS signatures on one worker thread, so that the RSA/ECDSA arithmetic of local verification does not hold
+ * up the event loop. Checks asked for during one turn of the event loop go together in one message (posting one
+ * message per check costs the event loop more than the check itself), and come back together.
+ *
+ * The thread is started at the first check and never keeps the process alive. If it dies, the checks it had are
+ * run inline, as is everything for the next few seconds; then a new thread is started. Without a thread (`thread:
+ * false`, or after close()), every check runs inline. Either way the answer is the same: only where it is computed
+ * changes.
+ */
+export class SignatureVerifier {
+  private readonly logger = new Logger('SignatureVerifier');
+  private readonly workerSource: string;
+  private worker: Worker | undefined;
+  /** The id each KeyObject has on the current thread; a new thread starts with none. */
+  private keyIds = new WeakMap<KeyObject, number>();
+  private nextKeyId = 0;
+  private queued: PendingCheck[] = [];
+  private flushScheduled = false;
+  private readonly posted = new Map<number, PendingCheck[]>();
+  private nextBatch = 0;
+  private diedAt = Number.NEGATIVE_INFINITY;
+  private closed: boolean;
+
+  constructor(options: SignatureVerifierOptions) {
+    this.closed = !options.thread;
+    this.workerSource = options.workerSource ?? SIGNATURE_WORKER_SOURCE;
+  }
+
+  /** Whether `check`'s signature is valid. Never rejects. */
+  verify(check: SignatureCheck): Promise<boolean> {
+    if (this.closed) return Promise.resolve(runInline(check));
+    return new Promise((resolve) => {
+      this.queued.push({ check, resolve });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        // After the poll phase: every request read in this turn has queued its check by then.
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Stops the thread; checks it still had, and any later ones, run inline. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const worker = this.worker;
+    if (worker) await worker.terminate();
+    this.flush();
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const pending = this.queued;
+    if (pending.length === 0) return;
+    this.queued = [];
+    const worker = this.running();
+    if (!worker) {
+      for (const p of pending) p.resolve(runInline(p.check));
+      return;
+    }
+    const batch = this.nextBatch++;
+    const checks: unknown[] = [];
+    try {
+      for (const { check } of pending) {
+        checks.push(check.signingInput, this.keyIdOn(worker, check.key), check.hash, check.dsaEncoding ? 1 : 0);
+        checks.push(check.signature);
+      }
+      worker.postMessage({ batch, checks });
+      this.posted.set(batch, pending);
+    } catch (err) {
+      this.logger.warn(`cannot hand signature checks to the verification thread (${describe(err)}): checking inline`);
+      for (const p of pending) p.resolve(runInline(p.check));
+    }
+  }
+
+  /** The thread, started if there is none; undefined when checks must run inline for now. */
+  private running(): Worker | undefined {
+    if (this.worker) return this.worker;
+    if (this.closed || Date.now() - this.diedAt < RESTART_DELAY_MS) return undefined;
+    let worker: Worker;
+    try {
+      worker = new Worker(this.workerSource, { eval: true, name: 'k8s-auth signature verifier' });
+    } catch (err) {
+      this.logger.warn(`cannot start the signature verification thread (${describe(err)}): checking inline`);
+      this.diedAt = Date.now();
+      return undefined;
+    }
+    worker.unref();
+    worker.on('message', (message: { batch: number; results: Uint8Array }) => this.answered(message));
+    // Without an 'error' listener a failing thread would take the process down; 'exit' follows and cleans up.
+    worker.on('error', (err) => {
+      if (!this.closed) this.logger.warn(`the signature verification thread failed (${describe(err)})`);
+    });
+    worker.on('exit', () => this.exited(worker));
+    this.worker = worker;
+    this.keyIds = new WeakMap();
+    return worker;
+  }
+
+  private keyIdOn(worker: Worker, key: KeyObject): number {
+    let id = this.keyIds.get(key);
+    if (id === undefined) {
+      id = this.nextKeyId++;
+      this.keyIds.set(key, id);
+      // Messages arrive in order: the thread has the key before the first check that names it.
+      worker.postMessage({ keyId: id, key });
+    }
+    return id;
+  }
+
+  private answered({ batch, results }: { batch: number; results: Uint8Array }): void {
+    const pending = this.posted.get(batch);
+    if (!pending) return;
+    this.posted.delete(batch);
+    for (let i = 0; i < pending.length; i++) pending[i].resolve(results[i] === 1);
+  }
+
+  /** The thread stopped (closed, or died): what it had not answered is checked here. */
+  private exited(worker: Worker): void {
+    if (this.worker !== worker) return;
+    this.worker = undefined;
+    if (!this.closed) {
+      this.diedAt = Date.now();
+      this.logger.warn(
+        `the signature verification thread stopped: checking inline, a new thread in ${RESTART_DELAY_MS / 1000} s`,
+      );
+    }
+    const unanswered = [...this.posted.values()].flat();
+    this.posted.clear();
+    for (const p of unanswered) p.resolve(runInline(p.check));
+  }
+}
+
+/** A check that crypto cannot even run (say, an unreadable signature) is a bad signature. */
+function runInline(check: SignatureCheck): boolean {
+  try {
+    return runSignatureCheck(check);
+  } catch {
+    return false;
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
