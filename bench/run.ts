@@ -209,6 +209,11 @@ async function main(): Promise<void> {
         },
         {
           phase: 'warm',
+          metric: 'store main thread (event loop) CPU per request',
+          value: describeMainThread(ping, guarded),
+        },
+        {
+          phase: 'warm',
           metric: 'p99 ratio (median of rounds)',
           value: `${fixed(warmP99, 3)} (rounds ${spread(warmPairs, (p) => p.guarded.p99 / p.unguarded.p99)})`,
           target: '<= 1.10',
@@ -400,6 +405,11 @@ async function main(): Promise<void> {
         },
         {
           phase: 'local',
+          metric: 'store main thread (event loop) CPU per request',
+          value: describeMainThread(lPing, lGuarded),
+        },
+        {
+          phase: 'local',
           metric: 'TokenReviews made',
           value: String(localReviews),
           target: '0',
@@ -470,6 +480,16 @@ function describeLoad(r: LoadResult): string {
   return (
     `${fixed(r.rps, 0)} req/s, p50 ${fixed(r.p50)} ms, p99 ${fixed(r.p99)} ms ` +
     `(${r.ok} in ${fixed(r.seconds, 1)} s; CPU: store ${fixed(r.serverCpu)}, autocannon ${fixed(r.driverCpu)})`
+  );
+}
+
+/** Microseconds of the store's event loop per request, unguarded vs guarded: what the guard costs the loop itself. */
+function describeMainThread(unguarded: LoadResult, guarded: LoadResult): string {
+  const perRequest = (r: LoadResult) => (r.serverMainCpu / r.rps) * 1e6;
+  return (
+    `${fixed(perRequest(unguarded), 0)} vs ${fixed(perRequest(guarded), 0)} µs ` +
+    `(+${fixed(perRequest(guarded) - perRequest(unguarded), 0)}; all threads: ` +
+    `${fixed((unguarded.serverCpu / unguarded.rps) * 1e6, 0)} vs ${fixed((guarded.serverCpu / guarded.rps) * 1e6, 0)} µs)`
   );
 }
 

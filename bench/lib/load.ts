@@ -14,6 +14,8 @@ export interface LoadResult {
   /** CPU time used per second of the run (1 = one core busy): by this process (autocannon), and by the server. */
   driverCpu: number;
   serverCpu: number;
+  /** The same for the server's main thread alone (its event loop), without its other threads. */
+  serverMainCpu: number;
 }
 
 export interface LoadOptions {
@@ -47,6 +49,7 @@ export async function load(options: LoadOptions): Promise<LoadResult> {
   const started = process.hrtime.bigint();
   const driverBefore = process.cpuUsage();
   const serverBefore = cpuSeconds(options.serverPid);
+  const mainBefore = cpuSeconds(options.serverPid, true);
   const instance = autocannon({
     url: target.toString(),
     connections: options.connections,
@@ -91,6 +94,7 @@ export async function load(options: LoadOptions): Promise<LoadResult> {
   const seconds = Number(lastResponse - started) / 1e9;
   const driver = process.cpuUsage(driverBefore);
   const serverCpu = (cpuSeconds(options.serverPid) - serverBefore) / seconds;
+  const serverMainCpu = (cpuSeconds(options.serverPid, true) - mainBefore) / seconds;
   const sorted = latencies.slice(0, count).sort();
   return {
     ok: count,
@@ -102,16 +106,22 @@ export async function load(options: LoadOptions): Promise<LoadResult> {
     latencies: sorted,
     driverCpu: (driver.user + driver.system) / 1e6 / seconds,
     serverCpu,
+    serverMainCpu,
   };
 }
 
-/** User + system CPU seconds of process `pid` so far; NaN where /proc is not Linux's. */
-function cpuSeconds(pid: number | undefined): number {
+/** User + system CPU seconds of process `pid` (or of its main thread) so far; NaN where /proc is not Linux's. */
+function cpuSeconds(pid: number | undefined, mainThread = false): number {
   if (!pid) return Number.NaN;
   try {
     // Fields after the command (which may hold spaces) start after the last ')'; utime and stime are the 12th and
     // 13th of them, in clock ticks (100 per second on Linux).
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(')').pop()?.trim().split(' ') ?? [];
+    const fields =
+      readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8')
+        .split(')')
+        .pop()
+        ?.trim()
+        .split(' ') ?? [];
     return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
     return Number.NaN;
@@ -146,5 +156,6 @@ export function combine(runs: LoadResult[]): LoadResult {
     latencies: all,
     driverCpu: weighted((r) => r.driverCpu),
     serverCpu: weighted((r) => r.serverCpu),
+    serverMainCpu: weighted((r) => r.serverMainCpu),
   };
 }

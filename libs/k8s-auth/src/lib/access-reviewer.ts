@@ -5,7 +5,7 @@ import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { KubernetesApiClient, KubernetesApiError } from './kubernetes-api.client';
-import { ReviewCache } from './review-cache';
+import { ReviewCache, type ReviewCacheKey } from './review-cache';
 import { SingleFlight } from './single-flight';
 import { type CallerIdentity, ReviewUnavailableError } from './token-reviewer';
 
@@ -66,18 +66,19 @@ export class AccessReviewer {
   async review(caller: CallerIdentity, attributes: AccessAttributes): Promise<AccessDecision> {
     const spec = subjectAccessReviewSpec(caller, attributes);
     // Built in a fixed key order (extra sorted), so equal reviews give equal keys; it holds no secret.
-    // ReviewCache stores it under a fixed-size HMAC (with no audiences), so long reviews cost no memory.
+    // ReviewCache stores it under a fixed-size hash (with no audiences), so long reviews cost no memory.
     const key = JSON.stringify(spec);
-    const cached = this.cache.get(key, []);
+    const cacheKey = this.cache.keyOf(key, []);
+    const cached = this.cache.get(cacheKey);
     if (cached) {
       this.metrics.accessCacheLookup(true);
       return cached;
     }
     this.metrics.accessCacheLookup(false);
-    return this.inFlight.do(key, () => this.ask(key, spec));
+    return this.inFlight.do(cacheKey, () => this.ask(cacheKey, spec));
   }
 
-  private async ask(key: string, spec: SubjectAccessReviewSpec): Promise<AccessDecision> {
+  private async ask(cacheKey: ReviewCacheKey, spec: SubjectAccessReviewSpec): Promise<AccessDecision> {
     const stopTimer = this.metrics.accessReviewTimer();
     let status: SubjectAccessReviewStatus;
     try {
@@ -97,7 +98,7 @@ export class AccessReviewer {
       // RBAC still answered (denied), but some of the cluster's RBAC objects could not be read: say so.
       this.logger.warn(`SubjectAccessReview for ${spec.user} (${describeAccess(spec)}): ${status.evaluationError}`);
     }
-    this.cache.set(key, [], decision, decision.allowed ? this.allowTtlMs : this.denyTtlMs);
+    this.cache.set(cacheKey, decision, decision.allowed ? this.allowTtlMs : this.denyTtlMs);
     return decision;
   }
 

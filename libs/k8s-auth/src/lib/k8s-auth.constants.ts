@@ -4,6 +4,8 @@ export const ALLOW_SERVICE_ACCOUNTS_KEY = 'k8s-auth:allow-service-accounts';
 export const ALLOW_NAMESPACES_KEY = 'k8s-auth:allow-namespaces';
 export const PUBLIC_ROUTE_KEY = 'k8s-auth:public-route';
 export const REQUIRE_ACCESS_KEY = 'k8s-auth:require-access';
+/** On a route handler with a `@Caller()` parameter. */
+export const CALLER_PARAM_KEY = 'k8s-auth:caller-param';
 
 /** The `audiences` option value that reviews without an audience: the API server's own (legacy tokens). */
 export const API_SERVER_AUDIENCE = 'api-server' as const;

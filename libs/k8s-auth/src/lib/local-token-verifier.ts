@@ -116,7 +116,8 @@ export class LocalTokenVerifier implements OnApplicationBootstrap, OnModuleDestr
    *   that is unknown and the keys cannot be fetched again to look for it.
    */
   async verify(token: string, audiences: readonly string[]): Promise<ReviewResult> {
-    const known = this.accepted.get(token, audiences);
+    const key = this.accepted.keyOf(token, audiences);
+    const known = this.accepted.get(key);
     if (known) return known;
     const jws = decodeJws(token);
     // `alg: none`, HMACs and anything unknown are refused before any key is looked at.
@@ -151,7 +152,7 @@ export class LocalTokenVerifier implements OnApplicationBootstrap, OnModuleDestr
     });
     if (!result.accepted) return this.refuse(token, `claims: ${result.reason}`, result);
     // The claims are checked, so `exp` is a number the API server signed: the cached answer ends with the token.
-    this.accepted.set(token, audiences, result, this.ttlMs, new Date((jws.payload['exp'] as number) * 1000));
+    this.accepted.set(key, result, this.ttlMs, new Date((jws.payload['exp'] as number) * 1000));
     return result;
   }
 

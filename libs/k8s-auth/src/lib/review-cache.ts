@@ -18,6 +18,9 @@ interface CacheEntry<V> {
 
 const systemClock: Clock = { now: () => Date.now() };
 
+/** A cache key made by {@link ReviewCache.keyOf}: never the token itself. */
+export type ReviewCacheKey = string & { readonly __reviewCacheKey: never };
+
 /**
  * Caches TokenReview results per (token, audiences), so a busy caller costs one API-server round trip per TTL.
  *
@@ -28,13 +31,13 @@ const systemClock: Clock = { now: () => Date.now() };
  * `size` counts expired entries that have not been looked up since; they are evicted first as they age out of use.
  */
 export class ReviewCache<V> {
-  private readonly entries = new Map<string, CacheEntry<V>>();
+  private readonly entries = new Map<ReviewCacheKey, CacheEntry<V>>();
   // A per-instance random prefix: the same token gives unrelated keys in another cache or another process.
   private readonly salt = randomBytes(32).toString('base64');
   private readonly maxEntries: number;
   private readonly clock: Clock;
   /** The key inserted last, i.e. the last entry in the map's order (if it is still there). */
-  private newest: string | undefined;
+  private newest: ReviewCacheKey | undefined;
 
   constructor(options: ReviewCacheOptions) {
     if (!Number.isSafeInteger(options.maxEntries) || options.maxEntries < 0) {
@@ -48,9 +51,7 @@ export class ReviewCache<V> {
     return this.entries.size;
   }
 
-  get(token: string, audiences: readonly string[]): V | undefined {
-    if (this.entries.size === 0) return undefined;
-    const key = this.keyFor(token, audiences);
+  get(key: ReviewCacheKey): V | undefined {
     const entry = this.entries.get(key);
     if (entry === undefined) return undefined;
     if (this.clock.now() >= entry.expiresAt) {
@@ -67,8 +68,7 @@ export class ReviewCache<V> {
   }
 
   /** Stores `value` until the earlier of now + `ttlMs` and `notAfter` (e.g. the token's own expiry). */
-  set(token: string, audiences: readonly string[], value: V, ttlMs: number, notAfter?: Date): void {
-    const key = this.keyFor(token, audiences);
+  set(key: ReviewCacheKey, value: V, ttlMs: number, notAfter?: Date): void {
     // Whatever was cached for this key is superseded, even if the new value is not worth keeping.
     this.entries.delete(key);
     const now = this.clock.now();
@@ -90,12 +90,15 @@ export class ReviewCache<V> {
     this.newest = undefined;
   }
 
-  // Each part is prefixed with its length, so no two (token, audiences) pairs encode alike ("a,b" + [] vs "a" + ["b"]).
-  // Audiences are sorted because TokenReview treats them as a set. One string, one hash: this runs on every request.
-  private keyFor(token: string, audiences: readonly string[]): string {
+  /**
+   * The key of (`token`, `audiences`), for get() and then set(): computed once per request, since it is a hash of the
+   * token. Each part is prefixed with its length, so no two pairs encode alike ("a,b" + [] vs "a" + ["b"]); audiences
+   * are sorted because TokenReview treats them as a set.
+   */
+  keyOf(token: string, audiences: readonly string[]): ReviewCacheKey {
     let encoded = `${this.salt}${token.length}:${token}`;
     const sorted = audiences.length > 1 ? [...audiences].sort() : audiences;
     for (const audience of sorted) encoded += `${audience.length}:${audience}`;
-    return hash('sha256', encoded, 'base64');
+    return hash('sha256', encoded, 'base64') as ReviewCacheKey;
   }
 }

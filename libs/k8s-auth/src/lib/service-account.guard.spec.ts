@@ -5,6 +5,8 @@ import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import type { AccessAttributes } from './access-check';
 import { type AccessDecision, AccessReviewer } from './access-reviewer';
+import { Caller } from './caller.decorator';
+import { CALLER_PARAM_KEY } from './k8s-auth.constants';
 import { AllowServiceAccounts, Audience } from './k8s-auth.decorators';
 import { K8sAuthModule } from './k8s-auth.module';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
@@ -51,6 +53,22 @@ class ListedController {
   @RequireAccess({ path: '/listed', verb: 'get' })
   read() {
     return 'listed';
+  }
+}
+
+@Controller('who')
+@UseGuards(ServiceAccountGuard)
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class WhoController {
+  @Get()
+  who(@Caller() caller: CallerIdentity | undefined) {
+    return { username: caller?.username ?? null };
+  }
+
+  @Get('twice')
+  twice(@Caller() _first: unknown, @Caller() caller: CallerIdentity | undefined) {
+    return { username: caller?.username ?? null };
   }
 }
 
@@ -114,7 +132,7 @@ describe('ServiceAccountGuard with @RequireAccess', () => {
     access = new FakeAccessReviewer();
     const moduleRef = await Test.createTestingModule({
       imports: [K8sAuthModule.forRoot({ metrics: false })],
-      controllers: [StoreController, ListedController, NothingController],
+      controllers: [StoreController, ListedController, NothingController, WhoController],
     })
       .overrideProvider(TokenReviewer)
       .useValue(tokens)
@@ -178,6 +196,14 @@ describe('ServiceAccountGuard with @RequireAccess', () => {
   it('refuses to open a route whose check reads a parameter the route does not have', async () => {
     await get('/no-such-param').expect(500);
     expect(logger.lines.join('\n')).toContain('reads the route parameter "name", which this route does not have');
+  });
+
+  it('gives @Caller() the identity, and marks only the handlers that read it', async () => {
+    expect((await get('/who').expect(200)).body).toEqual({ username: 'system:serviceaccount:api:api' });
+    expect((await get('/who/twice').expect(200)).body).toEqual({ username: 'system:serviceaccount:api:api' });
+    expect(Reflect.getMetadata(CALLER_PARAM_KEY, WhoController.prototype.who)).toBe(true);
+    // The guard keeps no identity for the request of a route without @Caller().
+    expect(Reflect.getMetadata(CALLER_PARAM_KEY, StoreController.prototype.read)).toBeUndefined();
   });
 
   it('still refuses a route with neither an allowlist nor RBAC checks', async () => {

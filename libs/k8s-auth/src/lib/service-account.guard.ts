@@ -33,6 +33,7 @@ import {
   ALLOW_SERVICE_ACCOUNTS_KEY,
   API_SERVER_AUDIENCE,
   AUDIENCE_KEY,
+  CALLER_PARAM_KEY,
   DEFAULTS,
   PUBLIC_ROUTE_KEY,
   REQUIRE_ACCESS_KEY,
@@ -54,6 +55,8 @@ interface RoutePolicy {
   callers?: CallerPolicy;
   /** `@RequireAccess` checks of the controller and the route; all must be allowed. */
   access: AccessCheck[];
+  /** Whether the handler reads `@Caller()`: the identity is kept for the request only then. */
+  readsCaller: boolean;
 }
 
 type GuardedRequest = {
@@ -158,7 +161,7 @@ export class ServiceAccountGuard implements CanActivate {
       this.logger.debug(`allowed ${caller.username} pod=${caller.podName ?? '-'} token ${fingerprint()}`);
     }
     this.metrics.decision('allowed');
-    setRequestCaller(request, caller);
+    if (policy.readsCaller) setRequestCaller(request, caller);
     return true;
   }
 
@@ -242,7 +245,13 @@ export class ServiceAccountGuard implements CanActivate {
     const onRoute = this.callersOn(handler);
     const callers = onRoute.serviceAccounts || onRoute.namespaces ? onRoute : this.callersOn(controller);
     validateCallerPolicy(callers, where, { allowEmpty: access.length > 0 });
-    return { where, audiences, callers: isEmptyCallerPolicy(callers) ? undefined : callers, access };
+    return {
+      where,
+      audiences,
+      callers: isEmptyCallerPolicy(callers) ? undefined : callers,
+      access,
+      readsCaller: this.reflector.get<boolean | undefined>(CALLER_PARAM_KEY, handler) === true,
+    };
   }
 
   private checksOn(target: RouteHandler | Controller, where: string): readonly unknown[] {

@@ -6,7 +6,7 @@ import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { KubernetesApiClient, KubernetesApiError } from './kubernetes-api.client';
-import { ReviewCache } from './review-cache';
+import { ReviewCache, type ReviewCacheKey } from './review-cache';
 import { parseServiceAccountUsername } from './service-account-username';
 import { SingleFlight } from './single-flight';
 
@@ -75,17 +75,18 @@ export class TokenReviewer {
    * @throws ReviewUnavailableError when the API server cannot answer.
    */
   async review(token: string, audiences: readonly string[]): Promise<ReviewResult> {
-    const cached = this.cache.get(token, audiences);
+    const key = this.cache.keyOf(token, audiences);
+    const cached = this.cache.get(key);
     if (cached) {
       this.metrics.cacheLookup(true);
       return cached;
     }
     this.metrics.cacheLookup(false);
-    // The key holds the token only while the call is in flight, in memory.
-    return this.inFlight.do(`${audiences.join('\n')}\n\n${token}`, () => this.ask(token, audiences));
+    // Concurrent requests with one token (and audiences) share one TokenReview.
+    return this.inFlight.do(key, () => this.ask(token, audiences, key));
   }
 
-  private async ask(token: string, audiences: readonly string[]): Promise<ReviewResult> {
+  private async ask(token: string, audiences: readonly string[], key: ReviewCacheKey): Promise<ReviewResult> {
     const stopTimer = this.metrics.reviewTimer();
     let status: TokenReviewStatus;
     try {
@@ -107,9 +108,9 @@ export class TokenReviewer {
     if (result.accepted) {
       // The API server has just verified the signature, so the token's own `exp` can be trusted.
       const expiresAt = tokenExpiry(token);
-      this.cache.set(token, audiences, result, this.ttlMs, expiresAt);
+      this.cache.set(key, result, this.ttlMs, expiresAt);
     } else {
-      this.cache.set(token, audiences, result, this.negativeTtlMs);
+      this.cache.set(key, result, this.negativeTtlMs);
       this.logger.debug(`token ${tokenFingerprint(token)} refused: ${result.reason}`);
     }
     return result;
