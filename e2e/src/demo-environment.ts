@@ -40,7 +40,11 @@ export interface DemoEnvironment {
   projector: TokenProjector;
   /** The token file each caller sends: audience `secret-store`, bound to the caller's pod. */
   tokenFiles: { api: string; dataStore: string; apiLegacy: string };
-  startSecretStore(options?: { listen?: string; mode?: 'projected' | 'legacy' }): Promise<RunningService>;
+  startSecretStore(options?: {
+    listen?: string;
+    mode?: 'projected' | 'legacy';
+    verification?: 'tokenReview' | 'local' | 'local+review';
+  }): Promise<RunningService>;
   startCaller(
     who: 'api' | 'data-store',
     options: { secretStoreUrl: string; listen?: string; tokenFile?: string; env?: Record<string, string> },
@@ -114,11 +118,16 @@ export async function startDemoEnvironment(): Promise<DemoEnvironment> {
         apiLegacy: join(dir, 'tokens', 'api-legacy-token'),
       },
       startSecretStore: (options = {}) =>
-        run(`secret-store${options.mode === 'legacy' ? '-legacy' : ''}`, 'secret-store', {
-          LISTEN_ADDR: options.listen ?? '127.0.0.1:0',
-          AUTH_MODE: options.mode ?? 'projected',
-          KUBECONFIG: kubeconfigs['secretStore'],
-        }),
+        run(
+          `secret-store${options.mode === 'legacy' ? '-legacy' : ''}${options.verification ? `-${options.verification}` : ''}`,
+          'secret-store',
+          {
+            LISTEN_ADDR: options.listen ?? '127.0.0.1:0',
+            AUTH_MODE: options.mode ?? 'projected',
+            VERIFICATION: options.verification ?? 'tokenReview',
+            KUBECONFIG: kubeconfigs['secretStore'],
+          },
+        ),
       startCaller: (who, options) =>
         run(who, 'api', {
           LISTEN_ADDR: options.listen ?? '127.0.0.1:0',

@@ -131,6 +131,26 @@ describe('the walkthrough: api, secret-store and data-store on a real control pl
     await Promise.all([legacyApi.stop(), legacyStore.stop()]);
   });
 
+  it('runs the store with local verification: the same answers, signatures checked on its verification thread', async () => {
+    const localStore = await env.startSecretStore({ verification: 'local' });
+    const localApi = await env.startCaller('api', { secretStoreUrl: localStore.url });
+    expect((await request(localApi.url).get('/').expect(200)).text).toBe(GREETING);
+
+    const send = (token: string) => request(localStore.url).get('/').set('Authorization', `Bearer ${token}`);
+    const dataStoreToken = readFileSync(env.tokenFiles.dataStore, 'utf8').trim();
+    expect((await send(dataStoreToken).expect(403)).body.message).toBe('caller not allowed');
+    const [header, payload, signature] = readFileSync(env.tokenFiles.api, 'utf8').trim().split('.');
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+    const edited = Buffer.from(JSON.stringify({ ...claims, exp: claims.exp + 3600 })).toString('base64url');
+    expect((await send(`${header}.${edited}.${signature}`).expect(403)).body.message).toBe('invalid token');
+
+    // The thread's code is evaluated from a string, so it runs inside the webpack bundle too: started, never replaced.
+    const log = readFileSync(localStore.logFile, 'utf8');
+    expect(log).toContain('started the signature verification thread');
+    expect(log).not.toMatch(/checking inline|verification thread (failed|stopped)/);
+    await Promise.all([localApi.stop(), localStore.stop()]);
+  });
+
   it('answers 504 when the secret store does not answer in time', async () => {
     // A listener that accepts connections and never replies.
     const silent: Server = createServer(() => undefined);

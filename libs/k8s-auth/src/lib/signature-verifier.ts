@@ -147,6 +147,7 @@ export class SignatureVerifier {
     worker.on('exit', () => this.exited(worker));
     this.worker = worker;
     this.keyIds = new WeakMap();
+    this.logger.debug('started the signature verification thread');
     return worker;
   }
 
