@@ -47,9 +47,10 @@ const JWKS_MEDIA_TYPES = 'application/jwk-set+json, application/json';
  * the API server cannot be reached), and at once for a token signed with an unknown key id, at most once per
  * `jwksMinRefreshIntervalMs`; concurrent fetches are shared.
  *
- * An accepted token is remembered (under a salted hash, like TokenReview answers) for `cacheTtlMs`, never past its
- * `exp`: a caller that sends the same token again costs a lookup, not another signature check. Refusals are not
- * remembered: a token refused for an unknown key may be good once the keys are fetched again.
+ * A token accepted a second time is remembered (under a salted hash, like TokenReview answers) for `cacheTtlMs`, never
+ * past its `exp`: a caller that keeps sending it costs a lookup, not another signature check, while a flood of tokens
+ * sent once each fills no cache (see ReviewCache's `admitOnRepeat`). Refusals are not remembered: a token refused for
+ * an unknown key may be good once the keys are fetched again.
  */
 @Injectable()
 export class LocalTokenVerifier implements OnApplicationBootstrap, OnModuleDestroy {
@@ -82,7 +83,10 @@ export class LocalTokenVerifier implements OnApplicationBootstrap, OnModuleDestr
           "audience: set the option 'audiences' to it (tokens meant for the API server are not verified locally)",
       );
     }
-    this.accepted = new ReviewCache({ maxEntries: options.maxCacheEntries ?? DEFAULTS.maxCacheEntries });
+    this.accepted = new ReviewCache({
+      maxEntries: options.maxCacheEntries ?? DEFAULTS.maxCacheEntries,
+      admitOnRepeat: true,
+    });
     const thread = options.verificationThread ?? DEFAULTS.verificationThread;
     if (typeof thread !== 'boolean')
       throw new TypeError(`verificationThread must be true or false, not ${String(thread)}`);

@@ -274,6 +274,49 @@ describe('ReviewCache', () => {
     });
   });
 
+  describe('admitOnRepeat', () => {
+    const admitting = (maxEntries = 100) => new ReviewCache<string>({ maxEntries, clock, admitOnRepeat: true });
+
+    it('stores a value the second time its key is set, not the first', () => {
+      const cache = admitting();
+      const key = cache.keyOf(testToken(), audiences);
+      cache.set(key, 'first', 10_000);
+      expect(cache.get(key)).toBeUndefined();
+      cache.set(key, 'second', 10_000);
+      expect(cache.get(key)).toBe('second');
+      expect(cache.size).toBe(1);
+    });
+
+    it('keeps no entry for keys set once, however many', () => {
+      const cache = admitting(1_000);
+      for (let i = 0; i < 5_000; i++) cache.set(cache.keyOf(testToken(), audiences), 'once', 10_000);
+      expect(cache.size).toBe(0);
+    });
+
+    it('still admits a repeated key among others set once', () => {
+      const cache = admitting(16_384);
+      const key = cache.keyOf(testToken(), audiences);
+      cache.set(key, 'value', 10_000);
+      // A few keys set once in between: each takes the slot of its own first characters, almost surely not this one's.
+      for (let i = 0; i < 10; i++) cache.set(cache.keyOf(testToken(), audiences), 'once', 10_000);
+      cache.set(key, 'value', 10_000);
+      expect(cache.get(key)).toBe('value');
+    });
+
+    it('does not count a set that stores nothing (expired) as the first, and forgets on clear()', () => {
+      const cache = admitting();
+      const key = cache.keyOf(testToken(), audiences);
+      cache.set(key, 'expired', 0);
+      cache.set(key, 'value', 10_000);
+      expect(cache.get(key)).toBeUndefined();
+      cache.clear();
+      cache.set(key, 'value', 10_000);
+      expect(cache.get(key)).toBeUndefined();
+      cache.set(key, 'value', 10_000);
+      expect(cache.get(key)).toBe('value');
+    });
+  });
+
   describe('keys', () => {
     it('never holds the raw token', () => {
       const cache = newCache();

@@ -8,6 +8,14 @@ export interface Clock {
 export interface ReviewCacheOptions {
   /** Upper bound on stored entries; 0 disables the cache. */
   maxEntries: number;
+  /**
+   * Store a value only the second time set() is called for its key, so that keys seen once cost no entry. For answers
+   * that are cheap to compute again and often asked once (local verification of a flood of new tokens): each entry
+   * kept lives long enough to be promoted out of V8's young generation and then dies there, which cost the event
+   * loop more than the lookup saves. Which keys were seen once is remembered in a fixed table of
+   * min(maxEntries, 16 384) slots (a newer key takes an older one's slot). @default false
+   */
+  admitOnRepeat?: boolean;
   clock?: Clock;
 }
 
@@ -17,6 +25,8 @@ interface CacheEntry<V> {
 }
 
 const systemClock: Clock = { now: () => Date.now() };
+
+const SEEN_ONCE_SLOTS = 16_384;
 
 /** A cache key made by {@link ReviewCache.keyOf}: never the token itself. */
 export type ReviewCacheKey = string & { readonly __reviewCacheKey: never };
@@ -36,6 +46,8 @@ export class ReviewCache<V> {
   private readonly salt = randomBytes(32).toString('base64');
   private readonly maxEntries: number;
   private readonly clock: Clock;
+  /** With `admitOnRepeat`: keys set once and not stored, each in the slot its first characters pick. */
+  private readonly seenOnce: Array<ReviewCacheKey | undefined> | undefined;
   /** The key inserted last, i.e. the last entry in the map's order (if it is still there). */
   private newest: ReviewCacheKey | undefined;
 
@@ -44,6 +56,7 @@ export class ReviewCache<V> {
       throw new RangeError(`maxEntries must be a non-negative integer, got ${options.maxEntries}`);
     }
     this.maxEntries = options.maxEntries;
+    this.seenOnce = options.admitOnRepeat ? new Array(Math.min(options.maxEntries, SEEN_ONCE_SLOTS)) : undefined;
     this.clock = options.clock ?? systemClock;
   }
 
@@ -76,6 +89,7 @@ export class ReviewCache<V> {
     if (notAfter !== undefined) expiresAt = Math.min(expiresAt, notAfter.getTime());
     // `!(a > b)` also refuses NaN from a bad ttl or an invalid Date.
     if (!(ttlMs > 0) || !(expiresAt > now) || this.maxEntries === 0) return;
+    if (this.seenOnce && !this.seenBefore(key, this.seenOnce)) return;
     this.entries.set(key, { value, expiresAt });
     this.newest = key;
     if (this.entries.size > this.maxEntries) {
@@ -87,7 +101,20 @@ export class ReviewCache<V> {
 
   clear(): void {
     this.entries.clear();
+    this.seenOnce?.fill(undefined);
     this.newest = undefined;
+  }
+
+  /** Whether `key` was set once before (and forgets it); if not, remembers it in its slot. */
+  private seenBefore(key: ReviewCacheKey, seen: Array<ReviewCacheKey | undefined>): boolean {
+    // The key is base64 of a salted SHA-256: its first three characters carry 18 evenly spread bits.
+    const slot = ((sextet(key, 0) << 12) | (sextet(key, 1) << 6) | sextet(key, 2)) % seen.length;
+    if (seen[slot] === key) {
+      seen[slot] = undefined;
+      return true;
+    }
+    seen[slot] = key;
+    return false;
   }
 
   /**
@@ -101,4 +128,13 @@ export class ReviewCache<V> {
     for (const audience of sorted) encoded += `${audience.length}:${audience}`;
     return hash('sha256', encoded, 'base64') as ReviewCacheKey;
   }
+}
+
+/** The 6-bit value of the base64 character at `index` of `text`. */
+function sextet(text: string, index: number): number {
+  const c = text.charCodeAt(index);
+  if (c >= 97) return c - 71; // a-z: 26-51
+  if (c >= 65) return c - 65; // A-Z: 0-25
+  if (c >= 48) return c + 4; // 0-9: 52-61
+  return c === 43 ? 62 : 63; // + and /
 }
