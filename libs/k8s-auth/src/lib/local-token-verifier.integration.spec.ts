@@ -1,4 +1,4 @@
-import { Controller, Get, type INestApplication, type LoggerService, UseGuards } from '@nestjs/common';
+import { Controller, Get, type INestApplication, UseGuards } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { createHmac, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,6 +28,7 @@ import {
   type ServiceAccountRef,
   serviceAccountClaims,
   signJwt,
+  RecordingLogger,
   startControlPlane,
 } from '../testing';
 import { KubernetesApiClient } from './kubernetes-api.client';
@@ -51,15 +52,6 @@ class SecretsController {
   }
 }
 
-class QuietLogger implements LoggerService {
-  readonly lines: string[] = [];
-  log = (m: unknown) => this.lines.push(String(m));
-  error = (m: unknown) => this.lines.push(String(m));
-  warn = (m: unknown) => this.lines.push(String(m));
-  debug = (m: unknown) => this.lines.push(String(m));
-  verbose = (m: unknown) => this.lines.push(String(m));
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('local verification against a real API server', () => {
@@ -70,7 +62,7 @@ describe('local verification against a real API server', () => {
   /** A public key file the API server trusts besides its signing key: rewritten to rotate keys in. */
   let extraKeyFile: string;
   const apps: INestApplication[] = [];
-  const logger = new QuietLogger();
+  const logger = new RecordingLogger();
 
   let local: INestApplication;
   let localReview: INestApplication;

@@ -1,4 +1,4 @@
-import { Controller, Get, type INestApplication, type LoggerService, UseGuards } from '@nestjs/common';
+import { Controller, Get, type INestApplication, UseGuards } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { Agent, get as httpGet } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,6 +10,7 @@ import { CALLER_PARAM_KEY } from './k8s-auth.constants';
 import { AllowServiceAccounts, Audience } from './k8s-auth.decorators';
 import { K8sAuthModule } from './k8s-auth.module';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
+import { RecordingLogger } from '../testing/recording-logger';
 import { RequireAccess } from './require-access.decorator';
 import { ServiceAccountGuard } from './service-account.guard';
 import { type CallerIdentity, ReviewUnavailableError, type ReviewResult, TokenReviewer } from './token-reviewer';
@@ -112,20 +113,11 @@ class FakeAccessReviewer {
   }
 }
 
-class QuietLogger implements LoggerService {
-  readonly lines: string[] = [];
-  log = (m: unknown) => this.lines.push(String(m));
-  error = (m: unknown) => this.lines.push(String(m));
-  warn = (m: unknown) => this.lines.push(String(m));
-  debug = (m: unknown) => this.lines.push(String(m));
-  verbose = (m: unknown) => this.lines.push(String(m));
-}
-
 describe('ServiceAccountGuard with @RequireAccess', () => {
   let app: INestApplication;
   let tokens: FakeTokenReviewer;
   let access: FakeAccessReviewer;
-  const logger = new QuietLogger();
+  const logger = new RecordingLogger();
 
   beforeEach(async () => {
     tokens = new FakeTokenReviewer();
@@ -247,7 +239,7 @@ describe('ServiceAccountGuard on a keep-alive connection', () => {
       .overrideProvider(TokenReviewer)
       .useValue(reviewer)
       .compile();
-    app = moduleRef.createNestApplication({ logger: new QuietLogger() });
+    app = moduleRef.createNestApplication({ logger: new RecordingLogger() });
     await app.listen(0, '127.0.0.1');
     url = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}/ping`;
     agent = new Agent({ keepAlive: true, maxSockets: 1 });
