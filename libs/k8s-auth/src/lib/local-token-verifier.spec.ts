@@ -126,6 +126,30 @@ describe('LocalTokenVerifier', () => {
     expect(api.jwksFetches).toBe(3);
   });
 
+  it('keeps the same key objects across refreshes while the keys do not change, and takes a new one when they do', async () => {
+    const checks = jest.spyOn(SignatureVerifier.prototype, 'verify');
+    try {
+      const verifier = make({ jwksRefreshIntervalMs: 60_000 });
+      await verifier.verify(token(first.privateKey), ['secret-store']);
+      jest.advanceTimersByTime(61_000);
+      await verifier.verify(token(first.privateKey), ['secret-store']); // starts the background refresh
+      await verifier.verify(token(first.privateKey), ['secret-store']); // with the refreshed keys
+      expect(api.jwksFetches).toBe(2);
+      const used = checks.mock.calls.map(([check]) => check.key);
+      expect(used).toHaveLength(3);
+      expect(used[2]).toBe(used[0]);
+
+      api.keys = [generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey, second.publicKey];
+      jest.advanceTimersByTime(61_000);
+      await verifier.verify(token(second.privateKey), ['secret-store']);
+      await verifier.verify(token(second.privateKey), ['secret-store']);
+      expect(api.jwksFetches).toBe(3);
+      expect(checks.mock.calls.at(-1)?.[0].key.equals(second.publicKey)).toBe(true);
+    } finally {
+      checks.mockRestore();
+    }
+  });
+
   it('answers unavailable when there are no keys and the API server cannot be reached', async () => {
     api.down = true;
     await expect(make().verify(token(first.privateKey), ['secret-store'])).rejects.toBeInstanceOf(

@@ -209,7 +209,7 @@ export class LocalTokenVerifier implements OnApplicationBootstrap, OnModuleDestr
     const jwks = parseJwks(await this.api.get<unknown>(this.jwksPath(discovery.jwks_uri), JWKS_MEDIA_TYPES));
     if (jwks.skipped > 0) this.logger.warn(`skipped ${jwks.skipped} JWKS key(s) that are not RS256/ES256/384/512`);
     if (jwks.keys.length === 0) throw new Error(`the JWKS of ${discovery.issuer} has no usable key`);
-    return { issuer: discovery.issuer, keys: jwks.keys, fetchedAt: Date.now() };
+    return { issuer: discovery.issuer, keys: keepKnownKeys(jwks.keys, this.current?.keys), fetchedAt: Date.now() };
   }
 
   /**
@@ -230,6 +230,15 @@ export class LocalTokenVerifier implements OnApplicationBootstrap, OnModuleDestr
     this.logger.debug(`token ${tokenFingerprint(token)} refused locally: ${why}`);
     return result ?? { accepted: false, reason: 'invalid token' };
   }
+}
+
+/**
+ * The keys just fetched, with the KeyObject fetched before for each key that has not changed: the verification
+ * thread is handed each KeyObject once and keeps it, so a refresh every few minutes must not make new ones.
+ */
+function keepKnownKeys(fresh: VerificationKey[], known: readonly VerificationKey[] | undefined): VerificationKey[] {
+  if (!known) return fresh;
+  return fresh.map((key) => known.find((k) => k.kid === key.kid && k.alg === key.alg && k.key.equals(key.key)) ?? key);
 }
 
 function candidatesFor(keys: readonly VerificationKey[], kid: string | undefined, alg: unknown): VerificationKey[] {
