@@ -155,9 +155,10 @@ export class SignatureVerifier {
     let id = this.keyIds.get(key);
     if (id === undefined) {
       id = this.nextKeyId++;
-      this.keyIds.set(key, id);
-      // Messages arrive in order: the thread has the key before the first check that names it.
+      // Messages arrive in order: the thread has the key before the first check that names it. Recorded only once
+      // posted, so that a key that could not be posted is never named to the thread.
       worker.postMessage({ keyId: id, key });
+      this.keyIds.set(key, id);
     }
     return id;
   }
