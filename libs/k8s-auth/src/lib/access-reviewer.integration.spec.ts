@@ -5,18 +5,14 @@ import {
   RbacAuthorizationV1Api,
 } from '@kubernetes/client-node';
 import { Controller, Delete, Get, type INestApplication, Logger, Param, UseGuards } from '@nestjs/common';
-import { Test } from '@nestjs/testing';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Registry } from 'prom-client';
 import request from 'supertest';
 import {
   AllowServiceAccounts,
   Audience,
   Caller,
   type CallerIdentity,
-  K8sAuthModule,
   type K8sAuthModuleOptions,
   RequireAccess,
   type ResourceAccessCheck,
@@ -28,16 +24,13 @@ import {
   countApiServerRequests,
   createPod,
   createServiceAccount,
-  kubeConfigFor,
   mintServiceAccountToken,
   type ServiceAccountRef,
   startControlPlane,
   RecordingLogger,
 } from '../testing';
+import { API, DATA_STORE, GuardedApps, REVIEWER, sleep } from './guarded-apps.spec-support';
 
-const API: ServiceAccountRef = { namespace: 'api', name: 'api' };
-const DATA_STORE: ServiceAccountRef = { namespace: 'data-store', name: 'data-store' };
-const REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: 'secret-store' };
 /** May review tokens but not access: a reviewer with a home-made role instead of system:auth-delegator. */
 const TOKEN_ONLY_REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: 'token-reviews-only' };
 
@@ -105,32 +98,15 @@ class OtherController {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 describe('@RequireAccess (SubjectAccessReview) against a real API server', () => {
   let cp: ControlPlane;
-  let dir: string;
-  const apps: INestApplication[] = [];
+  let apps: GuardedApps;
   const logger = new RecordingLogger();
   const tokens: string[] = [];
-
-  async function kubeconfigFile(account: ServiceAccountRef): Promise<string> {
-    const path = join(dir, `${account.namespace}-${account.name}.kubeconfig`);
-    writeFileSync(path, (await kubeConfigFor(cp.kubeConfig, account)).exportConfig());
-    return path;
-  }
+  const kubeconfigFile = (account: ServiceAccountRef) => apps.kubeconfigFile(account);
 
   async function boot(options: K8sAuthModuleOptions = {}): Promise<INestApplication> {
-    const moduleRef = await Test.createTestingModule({
-      imports: [
-        K8sAuthModule.forRoot({ metrics: new Registry(), kubeconfig: await kubeconfigFile(REVIEWER), ...options }),
-      ],
-      controllers: [SecretsController, OtherController],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger });
-    await app.listen(0, '127.0.0.1');
-    apps.push(app);
-    return app;
+    return apps.boot({ kubeconfig: await kubeconfigFile(REVIEWER), ...options }, { listen: true });
   }
 
   async function token(account: ServiceAccountRef): Promise<string> {
@@ -171,7 +147,7 @@ describe('@RequireAccess (SubjectAccessReview) against a real API server', () =>
 
   beforeAll(async () => {
     cp = await startControlPlane();
-    dir = mkdtempSync(join(tmpdir(), 'access-spec-'));
+    apps = new GuardedApps(cp, [SecretsController, OtherController], logger);
     for (const account of [API, DATA_STORE, REVIEWER, TOKEN_ONLY_REVIEWER]) {
       await createServiceAccount(cp.kubeConfig, account);
     }
@@ -209,7 +185,7 @@ describe('@RequireAccess (SubjectAccessReview) against a real API server', () =>
   });
 
   afterAll(async () => {
-    for (const a of apps) await a.close();
+    await apps?.close();
     await cp?.stop();
   });
 

@@ -1,17 +1,14 @@
 import { Controller, Get, type INestApplication, UseGuards } from '@nestjs/common';
-import { Test } from '@nestjs/testing';
 import { createHmac, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Registry } from 'prom-client';
 import request from 'supertest';
 import {
   AllowServiceAccounts,
   Audience,
   Caller,
   type CallerIdentity,
-  K8sAuthModule,
   type K8sAuthModuleOptions,
   ServiceAccountGuard,
 } from '../index';
@@ -22,7 +19,6 @@ import {
   createPod,
   createServiceAccount,
   deletePod,
-  kubeConfigFor,
   kubernetesKeyId,
   mintServiceAccountToken,
   type ServiceAccountRef,
@@ -31,15 +27,12 @@ import {
   RecordingLogger,
   startControlPlane,
 } from '../testing';
+import { API, DATA_STORE, GuardedApps, REVIEWER, sleep } from './guarded-apps.spec-support';
 import { KubernetesApiClient } from './kubernetes-api.client';
 
 // Every decision of local verification against a real kube-apiserver, side by side with what TokenReview decides
 // for the same token: tokens are minted through TokenRequest, or signed here at run time with the API server's own
 // signing key (cp.serviceAccountSigningKey) or with keys it does not know.
-
-const API: ServiceAccountRef = { namespace: 'api', name: 'api' };
-const DATA_STORE: ServiceAccountRef = { namespace: 'data-store', name: 'data-store' };
-const REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: 'secret-store' };
 
 @Controller()
 @UseGuards(ServiceAccountGuard)
@@ -52,8 +45,6 @@ class SecretsController {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 describe('local verification against a real API server', () => {
   let cp: ControlPlane;
   let dir: string;
@@ -61,7 +52,7 @@ describe('local verification against a real API server', () => {
   let apiUid: string;
   /** A public key file the API server trusts besides its signing key: rewritten to rotate keys in. */
   let extraKeyFile: string;
-  const apps: INestApplication[] = [];
+  let apps: GuardedApps;
   const logger = new RecordingLogger();
 
   let local: INestApplication;
@@ -69,18 +60,8 @@ describe('local verification against a real API server', () => {
   let localInline: INestApplication;
   let review: INestApplication;
 
-  async function boot(options: K8sAuthModuleOptions): Promise<INestApplication> {
-    const moduleRef = await Test.createTestingModule({
-      imports: [
-        K8sAuthModule.forRoot({ kubeconfig, audiences: ['secret-store'], metrics: new Registry(), ...options }),
-      ],
-      controllers: [SecretsController],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger });
-    await app.init();
-    apps.push(app);
-    return app;
-  }
+  const boot = (options: K8sAuthModuleOptions) =>
+    apps.boot({ kubeconfig, audiences: ['secret-store'], ...options }, { listen: false });
 
   const get = (app: INestApplication, token: string) =>
     request(app.getHttpServer()).get('/secret').set('Authorization', `Bearer ${token}`);
@@ -141,9 +122,9 @@ describe('local verification against a real API server', () => {
     for (const account of [API, DATA_STORE, REVIEWER]) await createServiceAccount(cp.kubeConfig, account);
     apiUid = (await createServiceAccount(cp.kubeConfig, API)).uid;
     await bindClusterRole(cp.kubeConfig, REVIEWER, 'system:auth-delegator');
-    kubeconfig = join(dir, 'reviewer.kubeconfig');
+    apps = new GuardedApps(cp, [SecretsController], logger);
     // The reviewer's own credentials: discovery and JWKS are read as this service account, not as an administrator.
-    writeFileSync(kubeconfig, (await kubeConfigFor(cp.kubeConfig, REVIEWER)).exportConfig());
+    kubeconfig = await apps.kubeconfigFile(REVIEWER);
 
     local = await boot({ verification: 'local' });
     localReview = await boot({ verification: 'local+review', cacheTtlMs: 1000 });
@@ -153,7 +134,7 @@ describe('local verification against a real API server', () => {
 
   afterAll(async () => {
     if (process.env['DEBUG_LOG']) console.log(logger.lines.join('\n'));
-    for (const app of apps) await app.close();
+    await apps?.close();
     await cp?.stop();
     rmSync(dir, { recursive: true, force: true });
   });

@@ -1,9 +1,4 @@
 import { Controller, Get, type INestApplication, Logger, UseGuards } from '@nestjs/common';
-import { Test } from '@nestjs/testing';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Registry } from 'prom-client';
 import request from 'supertest';
 import {
   AllowNamespaces,
@@ -11,7 +6,6 @@ import {
   Audience,
   Caller,
   type CallerIdentity,
-  K8sAuthModule,
   type K8sAuthModuleOptions,
   PublicRoute,
   ServiceAccountGuard,
@@ -23,17 +17,14 @@ import {
   createPod,
   createServiceAccount,
   deletePod,
-  kubeConfigFor,
   mintServiceAccountToken,
   type ServiceAccountRef,
   startControlPlane,
   RecordingLogger,
 } from '../testing';
+import { API, DATA_STORE, GuardedApps, mintToken, REVIEWER } from './guarded-apps.spec-support';
 
-const API: ServiceAccountRef = { namespace: 'api', name: 'api' };
-const DATA_STORE: ServiceAccountRef = { namespace: 'data-store', name: 'data-store' };
 const API_ELSEWHERE: ServiceAccountRef = { namespace: 'elsewhere', name: 'api' };
-const REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: 'secret-store' };
 const UNBOUND_REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: 'no-delegation' };
 
 let handlerCalls = 0;
@@ -81,36 +72,18 @@ class UnconfiguredController {
 
 describe('ServiceAccountGuard against a real API server', () => {
   let cp: ControlPlane;
-  let dir: string;
-  const apps: INestApplication[] = [];
+  let apps: GuardedApps;
   const logger = new RecordingLogger();
-
-  async function kubeconfigFile(account: ServiceAccountRef): Promise<string> {
-    const path = join(dir, `${account.namespace}-${account.name}.kubeconfig`);
-    writeFileSync(path, (await kubeConfigFor(cp.kubeConfig, account)).exportConfig());
-    return path;
-  }
-
-  async function boot(options: K8sAuthModuleOptions): Promise<INestApplication> {
-    const moduleRef = await Test.createTestingModule({
-      imports: [K8sAuthModule.forRoot({ metrics: new Registry(), ...options })],
-      controllers: [SecretsController, UnconfiguredController],
-    }).compile();
-    const app = moduleRef.createNestApplication({ logger });
-    await app.listen(0, '127.0.0.1');
-    apps.push(app);
-    return app;
-  }
-
-  const token = (account: ServiceAccountRef, audiences: string[] = ['secret-store']) =>
-    mintServiceAccountToken(cp.kubeConfig, account, { audiences, expirationSeconds: 600 }).then((t) => t.token);
+  const kubeconfigFile = (account: ServiceAccountRef) => apps.kubeconfigFile(account);
+  const boot = (options: K8sAuthModuleOptions) => apps.boot(options, { listen: true });
+  const token = (account: ServiceAccountRef, audiences?: string[]) => mintToken(cp, account, audiences);
 
   let app: INestApplication;
   let apiToken: string;
 
   beforeAll(async () => {
     cp = await startControlPlane();
-    dir = mkdtempSync(join(tmpdir(), 'guard-spec-'));
+    apps = new GuardedApps(cp, [SecretsController, UnconfiguredController], logger);
     for (const account of [API, DATA_STORE, API_ELSEWHERE, REVIEWER, UNBOUND_REVIEWER]) {
       await createServiceAccount(cp.kubeConfig, account);
     }
@@ -121,7 +94,7 @@ describe('ServiceAccountGuard against a real API server', () => {
   });
 
   afterAll(async () => {
-    for (const a of apps) await a.close();
+    await apps?.close();
     await cp?.stop();
   });
 

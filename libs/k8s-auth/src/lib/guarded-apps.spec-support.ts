@@ -1,0 +1,61 @@
+import type { INestApplication, LoggerService, Type } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { K8sAuthModule, type K8sAuthModuleOptions } from '../index';
+import { type ControlPlane, kubeConfigFor, mintServiceAccountToken, type ServiceAccountRef } from '../testing';
+
+// What the integration specs share (not part of the library: excluded from its build).
+
+export const API: ServiceAccountRef = { namespace: 'api', name: 'api' };
+export const DATA_STORE: ServiceAccountRef = { namespace: 'data-store', name: 'data-store' };
+/** The guarded service's own account: the one that asks the API server. */
+export const REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: 'secret-store' };
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A token of `account` for `audiences`, minted through TokenRequest, valid 10 minutes. */
+export const mintToken = (cp: ControlPlane, account: ServiceAccountRef, audiences: string[] = ['secret-store']) =>
+  mintServiceAccountToken(cp.kubeConfig, account, { audiences, expirationSeconds: 600 }).then((t) => t.token);
+
+/**
+ * Nest apps with K8sAuthModule and a spec's controllers, against one control plane, each with its own metrics
+ * registry; closed together, with the kubeconfig files written for them.
+ */
+export class GuardedApps {
+  private readonly apps: INestApplication[] = [];
+  private readonly dir = mkdtempSync(join(tmpdir(), 'k8s-auth-spec-'));
+
+  constructor(
+    private readonly cp: ControlPlane,
+    private readonly controllers: Type[],
+    private readonly logger: LoggerService,
+  ) {}
+
+  /** A kubeconfig file with `account`'s own credentials, as a service in the cluster would have them. */
+  async kubeconfigFile(account: ServiceAccountRef): Promise<string> {
+    const path = join(this.dir, `${account.namespace}-${account.name}.kubeconfig`);
+    writeFileSync(path, (await kubeConfigFor(this.cp.kubeConfig, account)).exportConfig());
+    return path;
+  }
+
+  /** An app with `options`; `listen: true` serves on a loopback port (real connections), else it is only initialised. */
+  async boot(options: K8sAuthModuleOptions, { listen }: { listen: boolean }): Promise<INestApplication> {
+    const moduleRef = await Test.createTestingModule({
+      imports: [K8sAuthModule.forRoot({ metrics: new Registry(), ...options })],
+      controllers: this.controllers,
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: this.logger });
+    if (listen) await app.listen(0, '127.0.0.1');
+    else await app.init();
+    this.apps.push(app);
+    return app;
+  }
+
+  async close(): Promise<void> {
+    for (const app of this.apps.splice(0)) await app.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
