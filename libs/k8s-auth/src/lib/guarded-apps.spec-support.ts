@@ -41,7 +41,10 @@ export class GuardedApps {
     return path;
   }
 
-  /** An app with `options`; `listen: true` serves on a loopback port (real connections), else it is only initialised. */
+  /**
+   * An app with `options`. `listen: true` serves it on a loopback port (real connections); else it is only
+   * initialised.
+   */
   async boot(options: K8sAuthModuleOptions, { listen }: { listen: boolean }): Promise<INestApplication> {
     const moduleRef = await Test.createTestingModule({
       imports: [K8sAuthModule.forRoot({ metrics: new Registry(), ...options })],

@@ -33,11 +33,6 @@ export function readTokenTimes(token: string): TokenTimes {
 }
 
 /**
- * When to fetch a fresh token: `fraction` of the way through its lifetime, the kubelet's own rule (it rotates
- * projected tokens at 80 %). Undefined when `iat` or `exp` is unknown. Already past for a token with `exp <= iat`,
- * meaning "renew now".
- */
-/**
  * The token's `exp`, or undefined when it has none or is not a JWT (legacy tokens are JWTs too, other bearer tokens
  * need not be). Read without verifying: only for bounding how long an answer about a verified token is reused.
  */
@@ -49,6 +44,11 @@ export function tokenExpiry(token: string): Date | undefined {
   }
 }
 
+/**
+ * When to fetch a fresh token: `fraction` of the way through its lifetime, the kubelet's own rule (it rotates
+ * projected tokens at 80 %). Undefined when `iat` or `exp` is unknown. Already past for a token with `exp <= iat`,
+ * meaning "renew now".
+ */
 export function renewalTime(times: TokenTimes, fraction = 0.8): Date | undefined {
   if (!(fraction >= 0 && fraction <= 1)) throw new RangeError(`fraction must be between 0 and 1, got ${fraction}`);
   if (!times.issuedAt || !times.expiresAt) return undefined;

@@ -32,12 +32,14 @@ const SEEN_ONCE_SLOTS = 16_384;
 export type ReviewCacheKey = string & { readonly __reviewCacheKey: never };
 
 /**
- * Caches TokenReview results per (token, audiences), so a busy caller costs one API-server round trip per TTL.
+ * Caches answers per (token, audiences): TokenReviews, so a busy caller costs one API-server round trip per TTL, and
+ * likewise local verifications and SubjectAccessReviews.
  *
  * Keys are SHA-256 digests of the token under a per-instance random salt: the cache never holds a usable credential,
  * and its keys mean nothing outside this process. (One salted hash, not an HMAC: a key only has to be unique per
  * token, which SHA-256's collision resistance gives, and it is computed on every request: one hash call costs a
- * third of HMAC's two plus their glue in the guard's profile.) Bounded LRU on a Map's insertion order (re-inserting on read moves an entry last).
+ * third of HMAC's two plus their glue in the guard's profile.) Bounded LRU on a Map's insertion order (re-inserting
+ * on read moves an entry last).
  * `size` counts expired entries that have not been looked up since; they are evicted first as they age out of use.
  */
 export class ReviewCache<V> {

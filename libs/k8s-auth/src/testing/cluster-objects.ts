@@ -181,7 +181,10 @@ export async function countApiServerRequests(kubeConfig: KubeConfig, resource: s
   return total;
 }
 
-/** What {@link createClusterObjects} takes from manifests: everything around the workloads, which tests run as processes. */
+/**
+ * What {@link createClusterObjects} takes from manifests: everything around the workloads, which tests run as
+ * processes.
+ */
 const CLUSTER_KINDS = new Set([
   'Namespace',
   'ServiceAccount',
