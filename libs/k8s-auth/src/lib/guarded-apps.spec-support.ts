@@ -16,9 +16,18 @@ export const REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: 's
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A token of `account` for `audiences`, minted through TokenRequest, valid 10 minutes. */
-export const mintToken = (cp: ControlPlane, account: ServiceAccountRef, audiences: string[] = ['secret-store']) =>
-  mintServiceAccountToken(cp.kubeConfig, account, { audiences, expirationSeconds: 600 }).then((t) => t.token);
+/** A token of `account` for `audiences`, minted through TokenRequest, valid 10 minutes; bound to `pod` if given. */
+export const mintToken = (
+  cp: ControlPlane,
+  account: ServiceAccountRef,
+  audiences: string[] = ['secret-store'],
+  pod?: { name: string; uid: string },
+) =>
+  mintServiceAccountToken(cp.kubeConfig, account, {
+    audiences,
+    expirationSeconds: 600,
+    ...(pod ? { boundObject: { kind: 'Pod' as const, ...pod } } : {}),
+  }).then((t) => t.token);
 
 /**
  * Nest apps with K8sAuthModule and a spec's controllers, against one control plane, each with its own metrics

@@ -20,14 +20,13 @@ import {
   createServiceAccount,
   deletePod,
   kubernetesKeyId,
-  mintServiceAccountToken,
   type ServiceAccountRef,
   serviceAccountClaims,
   signJwt,
   RecordingLogger,
   startControlPlane,
 } from '../testing';
-import { API, DATA_STORE, GuardedApps, REVIEWER, sleep } from './guarded-apps.spec-support';
+import { API, DATA_STORE, GuardedApps, mintToken, REVIEWER, sleep } from './guarded-apps.spec-support';
 import { KubernetesApiClient } from './kubernetes-api.client';
 
 // Every decision of local verification against a real kube-apiserver, side by side with what TokenReview decides
@@ -75,16 +74,8 @@ describe('local verification against a real API server', () => {
     return { local: fromLocal, review: show(await get(review, token)) };
   }
 
-  const mint = (
-    account: ServiceAccountRef,
-    audiences = ['secret-store'],
-    boundObject?: { name: string; uid: string },
-  ) =>
-    mintServiceAccountToken(cp.kubeConfig, account, {
-      audiences,
-      expirationSeconds: 600,
-      ...(boundObject ? { boundObject: { kind: 'Pod' as const, ...boundObject } } : {}),
-    }).then((t) => t.token);
+  const mint = (account: ServiceAccountRef, audiences?: string[], pod?: { name: string; uid: string }) =>
+    mintToken(cp, account, audiences, pod);
 
   /** A token with the claims the API server would write for api:api, signed with `key`. */
   const signed = (key: string | KeyObject, overrides: Record<string, unknown> = {}, header = {}) =>
