@@ -93,6 +93,22 @@ describe('SignatureVerifier', () => {
     expect(second).toEqual([...all].reverse().map((c) => c.valid));
   });
 
+  it('settles a check whose answer is waiting as soon as another check is asked for, without the event loop', async () => {
+    const verifier = make(true);
+    const [good, byOther] = cases();
+    await verifier.verify(good.check); // the thread is up and has the key
+    let settled: boolean | undefined;
+    void verifier.verify(byOther.check).then((valid) => (settled = valid));
+    await new Promise((resolve) => setImmediate(resolve)); // the check is posted in this turn's check phase
+    // Hold the event loop, as a long turn of requests would, while the thread answers: the answer waits on the port.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1_000);
+    expect(settled).toBeUndefined();
+    const next = verifier.verify(good.check);
+    await Promise.resolve(); // microtasks only: no poll phase has run since the wait
+    expect(settled).toBe(false);
+    expect(await next).toBe(true);
+  });
+
   it('checks inline when the thread dies, and after close()', async () => {
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
     try {

@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { KeyObject } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { runSignatureCheck, type SignatureCheck } from './service-account-jwt';
 
 /**
@@ -9,11 +9,11 @@ import { runSignatureCheck, type SignatureCheck } from './service-account-jwt';
  * decision about the token stays on the main thread.
  *
  * Messages in: `{ keyId, key }` registers a KeyObject once; `{ batch, checks }` with `checks` a flat list of
- * (signingInput, keyId, hash, ieee-p1363?, signature). Out: `{ batch, results }`, 1 for a good signature, 0 for a bad
- * one (or one crypto cannot read).
+ * (signingInput, keyId, hash, ieee-p1363?, signature). Out, on the port it is given as `workerData.answers`:
+ * `{ batch, results }`, 1 for a good signature, 0 for a bad one (or one crypto cannot read).
  */
 export const SIGNATURE_WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
+const { parentPort, workerData } = require('node:worker_threads');
 const { verify } = require('node:crypto');
 const keys = new Map();
 parentPort.on('message', (message) => {
@@ -32,12 +32,23 @@ parentPort.on('message', (message) => {
       results[n] = 0;
     }
   }
-  parentPort.postMessage({ batch: message.batch, results }, [results.buffer]);
+  workerData.answers.postMessage({ batch: message.batch, results }, [results.buffer]);
 });
 `;
 
 /** After the thread dies, checks run inline for this long before a new thread is started. */
 const RESTART_DELAY_MS = 5_000;
+
+interface Answer {
+  batch: number;
+  results: Uint8Array;
+}
+
+/** The thread, and the port its answers come back on. */
+interface VerificationThread {
+  worker: Worker;
+  answers: MessagePort;
+}
 
 interface PendingCheck {
   check: SignatureCheck;
@@ -56,6 +67,11 @@ export interface SignatureVerifierOptions {
  * up the event loop. Checks asked for during one turn of the event loop go together in one message (posting one
  * message per check costs the event loop more than the check itself), and come back together.
  *
+ * Answers come back on a port of their own, which is also read synchronously whenever another check is asked for:
+ * an answer that arrives during a busy turn would otherwise wait for the next poll phase, behind the rest of the turn.
+ * Under the benchmark's load a fifth of the answers are taken that way, about 0.2 ms after the thread sent them,
+ * against 0.9 to 1.6 ms for those that wait for the poll phase.
+ *
  * The thread is started at the first check and never keeps the process alive. If it dies, the checks it had are
  * run inline, as is everything for the next few seconds; then a new thread is started. Without a thread (`thread:
  * false`, or after close()), every check runs inline. Either way the answer is the same: only where it is computed
@@ -64,7 +80,7 @@ export interface SignatureVerifierOptions {
 export class SignatureVerifier {
   private readonly logger = new Logger('SignatureVerifier');
   private readonly workerSource: string;
-  private worker: Worker | undefined;
+  private thread: VerificationThread | undefined;
   /** The id each KeyObject has on the current thread; a new thread starts with none. */
   private keyIds = new WeakMap<KeyObject, number>();
   private nextKeyId = 0;
@@ -83,6 +99,7 @@ export class SignatureVerifier {
   /** Whether `check`'s signature is valid. Never rejects. */
   verify(check: SignatureCheck): Promise<boolean> {
     if (this.closed) return Promise.resolve(runInline(check));
+    this.takeAnswers();
     return new Promise((resolve) => {
       this.queued.push({ check, resolve });
       if (!this.flushScheduled) {
@@ -96,9 +113,18 @@ export class SignatureVerifier {
   /** Stops the thread; checks it still had, and any later ones, run inline. */
   async close(): Promise<void> {
     this.closed = true;
-    const worker = this.worker;
-    if (worker) await worker.terminate();
+    const thread = this.thread;
+    if (thread) await thread.worker.terminate();
     this.flush();
+  }
+
+  /** Settles the checks whose answers are already waiting on the port, without waiting for the event loop. */
+  private takeAnswers(): void {
+    const answers = this.thread?.answers;
+    if (!answers || this.posted.size === 0) return;
+    for (let got = receiveMessageOnPort(answers); got; got = receiveMessageOnPort(answers)) {
+      this.answered(got.message as Answer);
+    }
   }
 
   private flush(): void {
@@ -106,7 +132,8 @@ export class SignatureVerifier {
     const pending = this.queued;
     if (pending.length === 0) return;
     this.queued = [];
-    const worker = this.running();
+    this.takeAnswers();
+    const worker = this.running()?.worker;
     if (!worker) {
       for (const p of pending) p.resolve(runInline(p.check));
       return;
@@ -127,28 +154,38 @@ export class SignatureVerifier {
   }
 
   /** The thread, started if there is none; undefined when checks must run inline for now. */
-  private running(): Worker | undefined {
-    if (this.worker) return this.worker;
+  private running(): VerificationThread | undefined {
+    if (this.thread) return this.thread;
     if (this.closed || Date.now() - this.diedAt < RESTART_DELAY_MS) return undefined;
+    const { port1: answers, port2 } = new MessageChannel();
     let worker: Worker;
     try {
-      worker = new Worker(this.workerSource, { eval: true, name: 'k8s-auth signature verifier' });
+      worker = new Worker(this.workerSource, {
+        eval: true,
+        name: 'k8s-auth signature verifier',
+        workerData: { answers: port2 },
+        transferList: [port2],
+      });
     } catch (err) {
+      answers.close();
       this.logger.warn(`cannot start the signature verification thread (${describe(err)}): checking inline`);
       this.diedAt = Date.now();
       return undefined;
     }
     worker.unref();
-    worker.on('message', (message: { batch: number; results: Uint8Array }) => this.answered(message));
+    // The answers the checks themselves did not take (takeAnswers) arrive here, when the event loop polls.
+    answers.on('message', (answer: Answer) => this.answered(answer));
+    answers.unref();
     // Without an 'error' listener a failing thread would take the process down; 'exit' follows and cleans up.
     worker.on('error', (err) => {
       if (!this.closed) this.logger.warn(`the signature verification thread failed (${describe(err)})`);
     });
-    worker.on('exit', () => this.exited(worker));
-    this.worker = worker;
+    const thread = { worker, answers };
+    worker.on('exit', () => this.exited(thread));
+    this.thread = thread;
     this.keyIds = new WeakMap();
     this.logger.debug('started the signature verification thread');
-    return worker;
+    return thread;
   }
 
   private keyIdOn(worker: Worker, key: KeyObject): number {
@@ -163,17 +200,19 @@ export class SignatureVerifier {
     return id;
   }
 
-  private answered({ batch, results }: { batch: number; results: Uint8Array }): void {
+  private answered({ batch, results }: Answer): void {
     const pending = this.posted.get(batch);
     if (!pending) return;
     this.posted.delete(batch);
     for (let i = 0; i < pending.length; i++) pending[i].resolve(results[i] === 1);
   }
 
-  /** The thread stopped (closed, or died): what it had not answered is checked here. */
-  private exited(worker: Worker): void {
-    if (this.worker !== worker) return;
-    this.worker = undefined;
+  /** The thread stopped (closed, or died): answers it had sent are kept, what it had not answered is checked here. */
+  private exited(thread: VerificationThread): void {
+    if (this.thread !== thread) return;
+    this.takeAnswers();
+    thread.answers.close();
+    this.thread = undefined;
     if (!this.closed) {
       this.diedAt = Date.now();
       this.logger.warn(
