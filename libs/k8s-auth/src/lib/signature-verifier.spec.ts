@@ -66,8 +66,8 @@ function cases(): Array<{ name: string; check: SignatureCheck; valid: boolean }>
 
 describe('SignatureVerifier', () => {
   const verifiers: SignatureVerifier[] = [];
-  const make = (thread: boolean, workerSource?: string) => {
-    const verifier = new SignatureVerifier({ thread, workerSource });
+  const make = (thread: boolean, workerSource?: string, answerTimeoutMs?: number) => {
+    const verifier = new SignatureVerifier({ thread, workerSource, answerTimeoutMs });
     verifiers.push(verifier);
     return verifier;
   };
@@ -124,6 +124,25 @@ describe('SignatureVerifier', () => {
       await closing.close();
       expect(await Promise.all(pending)).toEqual(all.map((c) => c.valid));
       expect(await closing.verify(all[0].check)).toBe(true);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  it('gives up a thread that keeps a batch too long, and checks its batch inline', async () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    try {
+      // Takes the keys, then spins forever on the first batch: it never answers, and only terminate() stops it.
+      const stuck = "require('node:worker_threads').parentPort.on('message', (m) => { if (m.checks) for (;;) {} });";
+      const verifier = make(true, stuck, 300);
+      const all = cases();
+      const started = Date.now();
+      expect(await Promise.all(all.map((c) => verifier.verify(c.check)))).toEqual(all.map((c) => c.valid));
+      expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+      expect(warn).toHaveBeenCalledWith(expect.stringContaining('thread has not answered for 0.3 s: checking inline'));
+      // For the next few seconds, checks run inline at once.
+      expect(await Promise.all(all.map((c) => verifier.verify(c.check)))).toEqual(all.map((c) => c.valid));
+      expect(warn).toHaveBeenCalledTimes(1);
     } finally {
       warn.mockRestore();
     }

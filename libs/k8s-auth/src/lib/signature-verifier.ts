@@ -39,6 +39,12 @@ parentPort.on('message', (message) => {
 /** After the thread dies, checks run inline for this long before a new thread is started. */
 const RESTART_DELAY_MS = 5_000;
 
+/**
+ * A batch the thread has kept this long means the thread is stuck: it is given up and its checks run inline. A batch
+ * takes well under a millisecond per check, so only a thread that no longer answers comes near it.
+ */
+const ANSWER_TIMEOUT_MS = 2_000;
+
 interface Answer {
   batch: number;
   results: Uint8Array;
@@ -55,11 +61,19 @@ interface PendingCheck {
   resolve(valid: boolean): void;
 }
 
+interface PostedBatch {
+  pending: PendingCheck[];
+  /** Date.now() when it was posted. */
+  at: number;
+}
+
 export interface SignatureVerifierOptions {
   /** Check on a worker thread (true) or on the calling thread. */
   thread: boolean;
   /** The thread's code; tests give one that fails. @default SIGNATURE_WORKER_SOURCE */
   workerSource?: string;
+  /** How long the thread may keep a batch before it is given up as stuck. @default 2000 */
+  answerTimeoutMs?: number;
 }
 
 /**
@@ -72,10 +86,10 @@ export interface SignatureVerifierOptions {
  * Under the benchmark's load a fifth of the answers are taken that way, about 0.2 ms after the thread sent them,
  * against 0.9 to 1.6 ms for those that wait for the poll phase.
  *
- * The thread is started at the first check and never keeps the process alive. If it dies, the checks it had are
- * run inline, as is everything for the next few seconds; then a new thread is started. Without a thread (`thread:
- * false`, or after close()), every check runs inline. Either way the answer is the same: only where it is computed
- * changes.
+ * The thread is started at the first check and never keeps the process alive. If it dies, or keeps a batch for
+ * longer than `answerTimeoutMs`, the checks it had are run inline, as is everything for the next few seconds; then a
+ * new thread is started. Without a thread (`thread: false`, or after close()), every check runs inline. Either way
+ * the answer is the same: only where it is computed changes.
  */
 export class SignatureVerifier {
   private readonly logger = new Logger('SignatureVerifier');
@@ -86,7 +100,10 @@ export class SignatureVerifier {
   private nextKeyId = 0;
   private queued: PendingCheck[] = [];
   private flushScheduled = false;
-  private readonly posted = new Map<number, PendingCheck[]>();
+  /** In the order posted: the first is the oldest. */
+  private readonly posted = new Map<number, PostedBatch>();
+  private watchdog: NodeJS.Timeout | undefined;
+  private readonly answerTimeoutMs: number;
   private nextBatch = 0;
   private diedAt = Number.NEGATIVE_INFINITY;
   private closed: boolean;
@@ -94,6 +111,7 @@ export class SignatureVerifier {
   constructor(options: SignatureVerifierOptions) {
     this.closed = !options.thread;
     this.workerSource = options.workerSource ?? SIGNATURE_WORKER_SOURCE;
+    this.answerTimeoutMs = options.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
   }
 
   /** Whether `check`'s signature is valid. Never rejects. */
@@ -146,7 +164,8 @@ export class SignatureVerifier {
         checks.push(check.signature);
       }
       worker.postMessage({ batch, checks });
-      this.posted.set(batch, pending);
+      this.posted.set(batch, { pending, at: Date.now() });
+      this.watch();
     } catch (err) {
       this.logger.warn(`cannot hand signature checks to the verification thread (${describe(err)}): checking inline`);
       for (const p of pending) p.resolve(runInline(p.check));
@@ -181,7 +200,7 @@ export class SignatureVerifier {
       if (!this.closed) this.logger.warn(`the signature verification thread failed (${describe(err)})`);
     });
     const thread = { worker, answers };
-    worker.on('exit', () => this.exited(thread));
+    worker.on('exit', () => this.abandon(thread, 'stopped'));
     this.thread = thread;
     this.keyIds = new WeakMap();
     this.logger.debug('started the signature verification thread');
@@ -201,25 +220,51 @@ export class SignatureVerifier {
   }
 
   private answered({ batch, results }: Answer): void {
-    const pending = this.posted.get(batch);
+    const pending = this.posted.get(batch)?.pending;
     if (!pending) return;
     this.posted.delete(batch);
     for (let i = 0; i < pending.length; i++) pending[i].resolve(results[i] === 1);
   }
 
-  /** The thread stopped (closed, or died): answers it had sent are kept, what it had not answered is checked here. */
-  private exited(thread: VerificationThread): void {
+  /** One timer while batches are out, due when the oldest of them is; a thread that keeps it that long is given up. */
+  private watch(): void {
+    if (this.watchdog) return;
+    const oldest = this.posted.values().next().value;
+    const thread = this.thread;
+    if (!oldest || !thread) return;
+    this.watchdog = setTimeout(
+      () => {
+        this.watchdog = undefined;
+        this.takeAnswers();
+        const first = this.posted.values().next().value;
+        if (first && this.thread === thread && Date.now() - first.at >= this.answerTimeoutMs) {
+          this.abandon(thread, `has not answered for ${this.answerTimeoutMs / 1000} s`);
+          // Not awaited: a thread stuck in native code may take its time to stop, and nothing waits for it any more.
+          void thread.worker.terminate();
+        } else {
+          this.watch();
+        }
+      },
+      Math.max(0, oldest.at + this.answerTimeoutMs - Date.now()),
+    );
+    this.watchdog.unref();
+  }
+
+  /** Lets `thread` go (it stopped, or is stuck): answers it had sent are kept, what it had not answered is checked here. */
+  private abandon(thread: VerificationThread, what: string): void {
     if (this.thread !== thread) return;
     this.takeAnswers();
     thread.answers.close();
     this.thread = undefined;
+    clearTimeout(this.watchdog);
+    this.watchdog = undefined;
     if (!this.closed) {
       this.diedAt = Date.now();
       this.logger.warn(
-        `the signature verification thread stopped: checking inline, a new thread in ${RESTART_DELAY_MS / 1000} s`,
+        `the signature verification thread ${what}: checking inline, a new thread in ${RESTART_DELAY_MS / 1000} s`,
       );
     }
-    const unanswered = [...this.posted.values()].flat();
+    const unanswered = [...this.posted.values()].flatMap((b) => b.pending);
     this.posted.clear();
     for (const p of unanswered) p.resolve(runInline(p.check));
   }
