@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { kubernetesKeyId, serviceAccountClaims, signJwt } from '../testing/jwt';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
@@ -65,6 +66,10 @@ function token(key: KeyObject, audiences = ['secret-store'], expirationSeconds =
 }
 
 describe('LocalTokenVerifier', () => {
+  // Every new verification thread logs its start at debug level: not wanted in the test output.
+  let quiet: jest.SpyInstance;
+  beforeAll(() => (quiet = jest.spyOn(Logger.prototype, 'debug').mockImplementation(() => undefined)));
+  afterAll(() => quiet.mockRestore());
   let api: FakeApiServer;
   const made: LocalTokenVerifier[] = [];
   const make = (options: K8sAuthModuleOptions = {}) => {

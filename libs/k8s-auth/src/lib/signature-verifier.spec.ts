@@ -65,6 +65,10 @@ function cases(): Array<{ name: string; check: SignatureCheck; valid: boolean }>
 }
 
 describe('SignatureVerifier', () => {
+  // Every new verification thread logs its start at debug level: not wanted in the test output.
+  let quiet: jest.SpyInstance;
+  beforeAll(() => (quiet = jest.spyOn(Logger.prototype, 'debug').mockImplementation(() => undefined)));
+  afterAll(() => quiet.mockRestore());
   const verifiers: SignatureVerifier[] = [];
   const make = (thread: boolean, workerSource?: string, answerTimeoutMs?: number) => {
     const verifier = new SignatureVerifier({ thread, workerSource, answerTimeoutMs });
