@@ -83,8 +83,8 @@ export interface K8sAuthModuleOptions {
   clockSkewSeconds?: number;
   /**
    * Local verification: check signatures on a worker thread, off the event loop. In the benchmark a new token cost
-   * the event loop 100 µs or more inline, and under 35 µs this way; the thread needs a CPU to run on, so with one CPU
-   * or less for the pod, `false` spends less in all. The answers are the same either way.
+   * the event loop 100 µs or more inline, and 8 to 60 µs this way across runs; the thread needs a CPU to run on, so
+   * with one CPU or less for the pod, `false` spends less in all. The answers are the same either way.
    * @default true
    */
   verificationThread?: boolean;
