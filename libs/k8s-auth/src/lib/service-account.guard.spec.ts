@@ -214,6 +214,12 @@ describe('ServiceAccountGuard on a keep-alive connection', () => {
     ping() {
       return 'pong';
     }
+
+    @Get('others-only')
+    @AllowServiceAccounts('other:other')
+    othersOnly() {
+      return 'not for api';
+    }
   }
 
   class CountingReviewer {
@@ -251,9 +257,9 @@ describe('ServiceAccountGuard on a keep-alive connection', () => {
   });
 
   /** GET /ping on the agent's one connection; the status and the local port (which connection it was). */
-  function ping(token: string): Promise<{ status: number; port: number }> {
+  function ping(token: string, path = '/ping'): Promise<{ status: number; port: number }> {
     return new Promise((resolve, reject) => {
-      const req = httpGet(url, { agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      const req = httpGet(new URL(path, url), { agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
         res.resume();
         res.on('end', () => resolve({ status: res.statusCode ?? 0, port: req.socket?.localPort ?? 0 }));
       });
@@ -271,6 +277,32 @@ describe('ServiceAccountGuard on a keep-alive connection', () => {
     expect((await ping('a.b.d')).status).toBe(200);
     expect((await ping('a.b.c')).status).toBe(200);
     expect(reviewer.asked).toEqual(['a.b.c', 'a.b.d', 'a.b.c']);
+  });
+
+  it('lets a repeated token through without a promise, and still refuses it where the route does not list it', async () => {
+    await start();
+    const original = ServiceAccountGuard.prototype.canActivate;
+    const returned: unknown[] = [];
+    const spy = jest.spyOn(ServiceAccountGuard.prototype, 'canActivate').mockImplementation(function (
+      this: ServiceAccountGuard,
+      context,
+    ) {
+      const result = original.call(this, context);
+      returned.push(result);
+      return result;
+    });
+    try {
+      expect((await ping('a.b.c')).status).toBe(200);
+      expect((await ping('a.b.c')).status).toBe(200);
+      expect((await ping('a.b.c', '/others-only')).status).toBe(403);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(returned[0]).toBeInstanceOf(Promise); // reviewed
+    expect(returned[1]).toBe(true); // remembered on this connection: no promise for Nest to await
+    expect(returned[2]).toBeInstanceOf(Promise); // remembered, but the allowlist refuses: a rejection, not a throw
+    await expect(returned[2]).rejects.toThrow('caller not allowed');
+    expect(reviewer.asked).toEqual(['a.b.c']);
   });
 
   it('never remembers a refusal', async () => {

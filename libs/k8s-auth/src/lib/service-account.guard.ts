@@ -109,7 +109,19 @@ export class ServiceAccountGuard implements CanActivate {
     this.memo = new ConnectionMemo(caching ? Math.min(CONNECTION_MEMO_MS, cacheTtlMs) : 0);
   }
 
-  async canActivate(context: ExecutionContext): Promise<boolean> {
+  /**
+   * `true` without a promise when a connection repeats its accepted token on a route without RBAC checks (most
+   * requests between services): Nest then skips awaiting the guard. Every refusal is a rejected promise.
+   */
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
+    try {
+      return this.decide(context);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  private decide(context: ExecutionContext): boolean | Promise<boolean> {
     const handler = context.getHandler();
     const controller = context.getClass();
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC_ROUTE_KEY, [handler, controller])) return true;
@@ -127,23 +139,41 @@ export class ServiceAccountGuard implements CanActivate {
       throw new UnauthorizedException(extracted.kind === 'missing' ? 'token required' : extracted.reason);
     }
 
-    let result: ReviewResult | undefined = this.memo.recall(request.socket, extracted.token, policy.audiences);
-    if (!result) {
-      try {
-        result = await this.authenticator.authenticate(extracted.token, policy.audiences);
-      } catch (err) {
-        if (!(err instanceof ReviewUnavailableError)) throw err;
-        setHeader(response, 'Retry-After', this.retryAfter);
-        this.metrics.decision('unavailable');
-        throw new ServiceUnavailableException('authentication is unavailable, retry later');
-      }
-      if (result.accepted) this.memo.remember(request.socket, extracted.token, policy.audiences, result);
-    }
+    const remembered = this.memo.recall(request.socket, extracted.token, policy.audiences);
+    if (remembered) return this.admit(policy, remembered, extracted.token, request, response);
+    return this.reviewThenAdmit(policy, extracted.token, request, response);
+  }
 
-    // Computed only for a line that is logged: most requests log nothing.
-    const fingerprint = () => tokenFingerprint(extracted.token);
+  private async reviewThenAdmit(
+    policy: RoutePolicy,
+    token: string,
+    request: GuardedRequest,
+    response: HeaderWriter,
+  ): Promise<boolean> {
+    let result: ReviewResult;
+    try {
+      result = await this.authenticator.authenticate(token, policy.audiences);
+    } catch (err) {
+      if (!(err instanceof ReviewUnavailableError)) throw err;
+      setHeader(response, 'Retry-After', this.retryAfter);
+      this.metrics.decision('unavailable');
+      throw new ServiceUnavailableException('authentication is unavailable, retry later');
+    }
+    if (result.accepted) this.memo.remember(request.socket, token, policy.audiences, result);
+    return this.admit(policy, result, token, request, response);
+  }
+
+  /** Applies the route's allowlist and RBAC checks to an authenticated (or refused) token; throws to refuse. */
+  private admit(
+    policy: RoutePolicy,
+    result: ReviewResult,
+    token: string,
+    request: GuardedRequest,
+    response: HeaderWriter,
+  ): boolean | Promise<boolean> {
+    // The token's fingerprint is computed only for a line that is logged: most requests log nothing.
     if (!result.accepted) {
-      this.logger.warn(`refused token ${fingerprint()}: ${result.reason}`);
+      this.logger.warn(`refused token ${tokenFingerprint(token)}: ${result.reason}`);
       this.metrics.decision('forbidden');
       throw new ForbiddenException(result.reason);
     }
@@ -152,13 +182,19 @@ export class ServiceAccountGuard implements CanActivate {
       policy.callers &&
       !isCallerAllowed(policy.callers, { namespace: caller.namespace, name: caller.serviceAccount })
     ) {
-      this.logger.warn(`refused ${caller.username} (token ${fingerprint()}): caller not allowed`);
+      this.logger.warn(`refused ${caller.username} (token ${tokenFingerprint(token)}): caller not allowed`);
       this.metrics.decision('forbidden');
       throw new ForbiddenException('caller not allowed');
     }
-    if (policy.access.length > 0) await this.authorize(policy, caller, request, response, fingerprint);
+    if (policy.access.length === 0) return this.allow(policy, caller, request, token);
+    return this.authorize(policy, caller, request, response, token).then(() =>
+      this.allow(policy, caller, request, token),
+    );
+  }
+
+  private allow(policy: RoutePolicy, caller: CallerIdentity, request: GuardedRequest, token: string): true {
     if (debugEnabled(this.logger)) {
-      this.logger.debug(`allowed ${caller.username} pod=${caller.podName ?? '-'} token ${fingerprint()}`);
+      this.logger.debug(`allowed ${caller.username} pod=${caller.podName ?? '-'} token ${tokenFingerprint(token)}`);
     }
     this.metrics.decision('allowed');
     if (policy.readsCaller) setRequestCaller(request, caller);
@@ -171,14 +207,14 @@ export class ServiceAccountGuard implements CanActivate {
     caller: CallerIdentity,
     request: GuardedRequest,
     response: HeaderWriter,
-    fingerprint: () => string,
+    token: string,
   ): Promise<void> {
     let reviews;
     try {
       reviews = resolveAccessChecks(policy.access, request.params, policy.where);
     } catch (err) {
       if (err instanceof InvalidRouteParameterError) {
-        this.logger.warn(`refused ${caller.username} (token ${fingerprint()}): ${err.message}`);
+        this.logger.warn(`refused ${caller.username} (token ${tokenFingerprint(token)}): ${err.message}`);
         this.metrics.decision('bad_request');
         throw new BadRequestException(err.message);
       }
@@ -192,7 +228,7 @@ export class ServiceAccountGuard implements CanActivate {
     const denied = outcomes.findIndex((o) => o.status === 'fulfilled' && !o.value.allowed);
     if (denied >= 0) {
       this.logger.warn(
-        `refused ${caller.username} (token ${fingerprint()}): RBAC denies ${describeAccess(reviews[denied])}`,
+        `refused ${caller.username} (token ${tokenFingerprint(token)}): RBAC denies ${describeAccess(reviews[denied])}`,
       );
       this.metrics.decision('forbidden');
       throw new ForbiddenException('access denied by RBAC');
