@@ -109,6 +109,21 @@ describe('LocalTokenVerifier', () => {
     expect(api.jwksFetches).toBe(1);
   });
 
+  it('tries every published key of the algorithm for a token without a kid, and refuses when none signed it', async () => {
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const stranger = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    api.keys = [other.publicKey, first.publicKey];
+    const verifier = make();
+    const withoutKid = (key: KeyObject) =>
+      signJwt(key, JSON.parse(Buffer.from(token(key).split('.')[1], 'base64url').toString()), { kid: undefined });
+    // The second key signed it: the first one's check fails, then the second is tried.
+    expect((await verifier.verify(withoutKid(first.privateKey), ['secret-store'])).accepted).toBe(true);
+    expect(await verifier.verify(withoutKid(stranger.privateKey), ['secret-store'])).toEqual({
+      accepted: false,
+      reason: 'invalid token',
+    });
+  });
+
   it('fetches again for an unknown kid, at most once per jwksMinRefreshIntervalMs', async () => {
     const verifier = make();
     await verifier.verify(token(first.privateKey), ['secret-store']);

@@ -131,7 +131,7 @@ export class LocalTokenVerifier implements OnApplicationBootstrap, OnModuleDestr
     const kid = jws.header['kid'];
     if (kid !== undefined && typeof kid !== 'string') return this.refuse(token, 'kid is not a string');
 
-    let issuer = await this.keys();
+    let issuer = this.keysInHand() ?? (await this.fetch());
     let candidates = candidatesFor(issuer.keys, kid, jws.header['alg']);
     if (candidates.length === 0) {
       // Perhaps the API server has a new key since the last fetch (rotation): look once more (or join the fetch
@@ -160,21 +160,24 @@ export class LocalTokenVerifier implements OnApplicationBootstrap, OnModuleDestr
     return result;
   }
 
-  /** Whether one of `keys` (normally the one its kid names) signed `jws`: checked on the verification thread. */
-  private async signatureMatches(jws: DecodedJws, keys: readonly VerificationKey[]): Promise<boolean> {
-    for (const key of keys) {
-      const check = signatureCheck(jws, key);
-      if (check && (await this.signatures.verify(check))) return true;
+  /**
+   * Whether one of `keys` (normally the one its kid names) signed `jws`: checked on the verification thread. Not async:
+   * with one key, the thread's promise itself is returned, one layer of promises less on every new token.
+   */
+  private signatureMatches(jws: DecodedJws, keys: readonly VerificationKey[], from = 0): Promise<boolean> {
+    for (let i = from; i < keys.length; i++) {
+      const check = signatureCheck(jws, keys[i]);
+      if (!check) continue;
+      const verified = this.signatures.verify(check);
+      return i === keys.length - 1 ? verified : verified.then((ok) => ok || this.signatureMatches(jws, keys, i + 1));
     }
-    return false;
+    return Promise.resolve(false);
   }
 
-  /** The cached keys, fetched first if there are none; refreshed in the background once they are old. */
-  private async keys(): Promise<IssuerKeys> {
-    const current = this.current;
-    if (!current) return this.fetch();
-    if (Date.now() >= this.nextRefreshAt) this.fetch().catch(() => undefined); // keeps the old keys on failure
-    return current;
+  /** The cached keys, if any, without waiting; a refresh starts in the background once they are old. */
+  private keysInHand(): IssuerKeys | undefined {
+    if (this.current && Date.now() >= this.nextRefreshAt) this.fetch().catch(() => undefined); // keeps the old keys
+    return this.current;
   }
 
   private fetch(): Promise<IssuerKeys> {
