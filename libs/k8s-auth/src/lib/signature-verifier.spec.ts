@@ -152,6 +152,33 @@ describe('SignatureVerifier', () => {
     }
   });
 
+  it('keeps a thread that is behind but still answering, however old its queue', async () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    try {
+      // 100 ms per batch after the first, against a timeout of 400 ms: the eighth batch waits about 800 ms, but an
+      // answer comes every 100 ms.
+      const slow = SIGNATURE_WORKER_SOURCE.replace(
+        'const checks = message.checks;',
+        'const until = Date.now() + (message.batch > 0 ? 100 : 0); while (Date.now() < until); const checks = message.checks;',
+      );
+      expect(slow).not.toBe(SIGNATURE_WORKER_SOURCE);
+      const verifier = make(true, slow, 400);
+      const all = cases();
+      await verifier.verify(all[0].check); // batch 0: the thread is up and has the key
+      const started = Date.now();
+      const answers: Array<Promise<boolean[]>> = [];
+      for (let i = 0; i < 8; i++) {
+        answers.push(Promise.all(all.map((c) => verifier.verify(c.check))));
+        await new Promise((resolve) => setImmediate(resolve)); // one batch per turn
+      }
+      expect(await Promise.all(answers)).toEqual(answers.map(() => all.map((c) => c.valid)));
+      expect(Date.now() - started).toBeGreaterThanOrEqual(750); // eight batches of 100 ms on the thread, in turn
+      expect(warn).not.toHaveBeenCalled();
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
   it('takes its answers from the thread', async () => {
     // A thread that calls every signature good: proof that the answers are the thread's, not computed inline.
     const lying = SIGNATURE_WORKER_SOURCE.replace('results[n] = verify(', 'results[n] = 1 || verify(');

@@ -40,8 +40,9 @@ parentPort.on('message', (message) => {
 const RESTART_DELAY_MS = 5_000;
 
 /**
- * A batch the thread has kept this long means the thread is stuck: it is given up and its checks run inline. A batch
- * takes well under a millisecond per check, so only a thread that no longer answers comes near it.
+ * A thread that owes answers and has sent none for this long is stuck: it is given up and its checks run inline. A
+ * batch takes well under a millisecond per check, so only a thread that no longer answers comes near it. A thread that
+ * is behind but still answering is never given up, however old its queue.
  */
 const ANSWER_TIMEOUT_MS = 2_000;
 
@@ -72,7 +73,7 @@ export interface SignatureVerifierOptions {
   thread: boolean;
   /** The thread's code; tests give one that fails. @default SIGNATURE_WORKER_SOURCE */
   workerSource?: string;
-  /** How long the thread may keep a batch before it is given up as stuck. @default 2000 */
+  /** How long a thread that owes answers may send none before it is given up as stuck. @default 2000 */
   answerTimeoutMs?: number;
 }
 
@@ -86,8 +87,8 @@ export interface SignatureVerifierOptions {
  * Under the benchmark's load a fifth of the answers are taken that way, about 0.2 ms after the thread sent them,
  * against 0.9 to 1.6 ms for those that wait for the poll phase.
  *
- * The thread is started at the first check and never keeps the process alive. If it dies, or keeps a batch for
- * longer than `answerTimeoutMs`, the checks it had are run inline, as is everything for the next few seconds; then a
+ * The thread is started at the first check and never keeps the process alive. If it dies, or owes answers and sends
+ * none for `answerTimeoutMs`, the checks it had are run inline, as is everything for the next few seconds; then a
  * new thread is started. Without a thread (`thread: false`, or after close()), every check runs inline. Either way
  * the answer is the same: only where it is computed changes.
  */
@@ -103,6 +104,8 @@ export class SignatureVerifier {
   /** In the order posted: the first is the oldest. */
   private readonly posted = new Map<number, PostedBatch>();
   private watchdog: NodeJS.Timeout | undefined;
+  /** Date.now() of the thread's last answer: a thread that is behind but answering is not stuck. */
+  private lastAnswerAt = 0;
   private readonly answerTimeoutMs: number;
   private nextBatch = 0;
   private diedAt = Number.NEGATIVE_INFINITY;
@@ -223,21 +226,25 @@ export class SignatureVerifier {
     const pending = this.posted.get(batch)?.pending;
     if (!pending) return;
     this.posted.delete(batch);
+    this.lastAnswerAt = Date.now();
     for (let i = 0; i < pending.length; i++) pending[i].resolve(results[i] === 1);
   }
 
-  /** One timer while batches are out, due when the oldest of them is; a thread that keeps it that long is given up. */
+  /**
+   * One timer while batches are out. The thread is given up when it has owed an answer for `answerTimeoutMs` without
+   * sending any: since the oldest batch was posted, or since its last answer, whichever is later.
+   */
   private watch(): void {
     if (this.watchdog) return;
-    const oldest = this.posted.values().next().value;
+    const silentSince = this.silentSince();
     const thread = this.thread;
-    if (!oldest || !thread) return;
+    if (silentSince === undefined || !thread) return;
     this.watchdog = setTimeout(
       () => {
         this.watchdog = undefined;
         this.takeAnswers();
-        const first = this.posted.values().next().value;
-        if (first && this.thread === thread && Date.now() - first.at >= this.answerTimeoutMs) {
+        const since = this.silentSince();
+        if (since !== undefined && this.thread === thread && Date.now() - since >= this.answerTimeoutMs) {
           this.abandon(thread, `has not answered for ${this.answerTimeoutMs / 1000} s`);
           // Not awaited: a thread stuck in native code may take its time to stop, and nothing waits for it any more.
           void thread.worker.terminate();
@@ -245,9 +252,15 @@ export class SignatureVerifier {
           this.watch();
         }
       },
-      Math.max(0, oldest.at + this.answerTimeoutMs - Date.now()),
+      Math.max(0, silentSince + this.answerTimeoutMs - Date.now()),
     );
     this.watchdog.unref();
+  }
+
+  /** Since when the thread has owed an answer without sending one; undefined when it owes none. */
+  private silentSince(): number | undefined {
+    const oldest = this.posted.values().next().value;
+    return oldest && Math.max(oldest.at, this.lastAnswerAt);
   }
 
   /** Lets `thread` go (it stopped, or is stuck): answers it had sent are kept, what it had not answered is checked here. */
