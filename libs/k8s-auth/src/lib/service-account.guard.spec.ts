@@ -1,11 +1,12 @@
 import { Controller, Get, type INestApplication, UseGuards } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { Agent, get as httpGet } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import request from 'supertest';
 import type { AccessAttributes } from './access-check';
 import { type AccessDecision, AccessReviewer } from './access-reviewer';
 import { Caller } from './caller.decorator';
+import { ConnectionMemo } from './connection-memo';
 import { CALLER_PARAM_KEY } from './k8s-auth.constants';
 import { AllowServiceAccounts, Audience } from './k8s-auth.decorators';
 import { K8sAuthModule } from './k8s-auth.module';
@@ -257,12 +258,20 @@ describe('ServiceAccountGuard on a keep-alive connection', () => {
   });
 
   /** GET /ping on the agent's one connection; the status and the local port (which connection it was). */
-  function ping(token: string, path = '/ping'): Promise<{ status: number; port: number }> {
+  function ping(
+    token: string,
+    path = '/ping',
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; port: number }> {
     return new Promise((resolve, reject) => {
-      const req = httpGet(new URL(path, url), { agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
-        res.resume();
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, port: req.socket?.localPort ?? 0 }));
-      });
+      const req = httpGet(
+        new URL(path, url),
+        { agent, headers: { authorization: `Bearer ${token}`, ...headers } },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, port: req.socket?.localPort ?? 0 }));
+        },
+      );
       req.on('error', reject);
     });
   }
@@ -303,6 +312,31 @@ describe('ServiceAccountGuard on a keep-alive connection', () => {
     expect(returned[2]).toBeInstanceOf(Promise); // remembered, but the allowlist refuses: a rejection, not a throw
     await expect(returned[2]).rejects.toThrow('caller not allowed');
     expect(reviewer.asked).toEqual(['a.b.c']);
+  });
+
+  it('remembers nothing for a connection that closes after the request (Connection: close, or HTTP/1.0)', async () => {
+    await start();
+    const remember = jest.spyOn(ConnectionMemo.prototype, 'remember');
+    try {
+      expect((await ping('a.b.c', '/ping', { connection: 'close' })).status).toBe(200);
+      expect(remember).not.toHaveBeenCalled();
+      const http10 = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(new URL(url).port), '127.0.0.1', () =>
+          socket.end('GET /ping HTTP/1.0\r\nAuthorization: Bearer a.b.c\r\n\r\n'),
+        );
+        let answer = '';
+        socket.on('data', (chunk) => (answer += chunk.toString()));
+        socket.on('end', () => resolve(answer));
+        socket.on('error', reject);
+      });
+      expect(http10).toMatch(/^HTTP\/1\.1 200 /);
+      expect(remember).not.toHaveBeenCalled();
+      expect((await ping('a.b.c')).status).toBe(200); // kept alive: remembered
+      expect(remember).toHaveBeenCalledTimes(1);
+    } finally {
+      remember.mockRestore();
+    }
+    expect(reviewer.asked).toEqual(['a.b.c', 'a.b.c', 'a.b.c']);
   });
 
   it('never remembers a refusal', async () => {
