@@ -2,6 +2,7 @@ import { type DynamicModule, type INestApplication, Logger, type LogLevel } from
 import { NestFactory } from '@nestjs/core';
 import { drainable } from './graceful-shutdown';
 import { parseListenAddress } from './listen-address';
+import { PrototypedExpressAdapter } from './prototyped-express.adapter';
 import { RouteNotFoundFilter } from './route-not-found.filter';
 
 const LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'];
@@ -27,7 +28,7 @@ export async function runService(
   const logger = new Logger(name);
   try {
     const address = parseListenAddress(process.env['LISTEN_ADDR'] ?? defaultListenAddr);
-    const app = await NestFactory.create(module(), { logger: logLevels() });
+    const app = await NestFactory.create(module(), new PrototypedExpressAdapter(), { logger: logLevels() });
     app.useGlobalFilters(new RouteNotFoundFilter(app.getHttpAdapter()));
     app.enableShutdownHooks();
     // Nest's own listeners (above) close the app; these only make the close prompt. `once`: Nest
