@@ -20,13 +20,13 @@ type ResponseInit = (this: ServerResponse, request: IncomingMessage, options?: o
  * Express gives every request and response its prototype in `app.handle` (`Object.setPrototypeOf`). On Node 20 that
  * change, made to objects Node is still using, keeps each request's whole object graph alive past V8's young
  * generation (about 8 KB promoted per request, collected only by full collections) and slows the code that touches
- * them: see expressjs/express#5998 and nodejs/node#37457. Measured on this project's secret store, an unguarded route
- * took 83 µs of CPU per request instead of 215 µs. Express's own `setPrototypeOf` then sets the prototype the object
- * already has, which costs nothing.
+ * them: see expressjs/express#5998 and nodejs/node#37457.
  *
- * Node's `http.createServer` takes the classes to build requests and responses with. Falls back to Nest's own server
- * for HTTPS and `forceCloseConnections`, which this adapter does not rebuild, and where Node's classes cannot be called
- * as plain constructors (a later Node may make them ES classes).
+ * Node's `http.createServer` takes the classes to build requests and responses with; given classes whose prototypes
+ * are Express's, Express's own `setPrototypeOf` sets the prototype the object already has, which costs nothing.
+ * Measured on this project's secret store, an unguarded route took 83 µs of CPU per request instead of 215 µs. Falls
+ * back to Nest's own server for HTTPS and `forceCloseConnections`, which this adapter does not rebuild, and where
+ * Node's classes cannot be called as plain constructors (a later Node may make them ES classes).
  */
 export class PrototypedExpressAdapter extends ExpressAdapter {
   override initHttpServer(options: NestApplicationOptions): void {
