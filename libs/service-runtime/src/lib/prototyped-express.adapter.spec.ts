@@ -2,7 +2,8 @@ import { Controller, Get, Module, Query, Req, type INestApplication } from '@nes
 import { NestFactory } from '@nestjs/core';
 import { ExpressAdapter } from '@nestjs/platform-express';
 import type { Application, Request } from 'express';
-import { IncomingMessage, request as httpRequest, ServerResponse } from 'node:http';
+import { IncomingMessage, ServerResponse } from 'node:http';
+import request from 'supertest';
 import { type ExpressPrototypes, PrototypedExpressAdapter } from './prototyped-express.adapter';
 
 @Controller()
@@ -36,19 +37,6 @@ async function start(
   return { app, port: (app.getHttpServer().address() as { port: number }).port, seen };
 }
 
-function get(port: number, path: string): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    httpRequest({ host: '127.0.0.1', port, path }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
-    })
-      .on('error', reject)
-      .end();
-  });
-}
-
 describe('PrototypedExpressAdapter', () => {
   let app: INestApplication | undefined;
   afterEach(async () => {
@@ -62,10 +50,10 @@ describe('PrototypedExpressAdapter', () => {
     app = started.app;
     const express = adapter.getInstance<Application & ExpressPrototypes>();
 
-    const answer = await get(started.port, '/echo?q=hello');
+    const answer = await request(app.getHttpServer()).get('/echo?q=hello');
 
     expect(answer.status).toBe(200);
-    expect(JSON.parse(answer.body)).toEqual({
+    expect(answer.body).toEqual({
       q: 'hello',
       host: `127.0.0.1:${started.port}`,
       path: '/echo',
@@ -73,14 +61,14 @@ describe('PrototypedExpressAdapter', () => {
     });
     expect(answer.headers['x-powered-by']).toBe('Express');
     expect(started.seen).toEqual([{ requestPrototype: express.request, responsePrototype: express.response }]);
-    expect((await get(started.port, '/missing')).status).toBe(404);
+    expect((await request(app.getHttpServer()).get('/missing')).status).toBe(404);
   });
 
   it("is what Nest's own adapter does not do (the objects start as Node's)", async () => {
     const started = await start(new ExpressAdapter());
     app = started.app;
 
-    expect((await get(started.port, '/echo?q=hello')).status).toBe(200);
+    expect((await request(app.getHttpServer()).get('/echo?q=hello')).status).toBe(200);
     expect(started.seen).toEqual([
       { requestPrototype: IncomingMessage.prototype, responsePrototype: ServerResponse.prototype },
     ]);
@@ -90,7 +78,7 @@ describe('PrototypedExpressAdapter', () => {
     const started = await start(new PrototypedExpressAdapter(), { forceCloseConnections: true });
     app = started.app;
 
-    expect((await get(started.port, '/echo?q=x')).status).toBe(200);
+    expect((await request(app.getHttpServer()).get('/echo?q=x')).status).toBe(200);
     expect(started.seen[0].requestPrototype).toBe(IncomingMessage.prototype);
   });
 });
