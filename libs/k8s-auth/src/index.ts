@@ -11,10 +11,9 @@ export { Audience, AllowServiceAccounts, AllowNamespaces, PublicRoute } from './
 export { RequireAccess } from './lib/require-access.decorator';
 export { Caller } from './lib/caller.decorator';
 export { API_SERVER_AUDIENCE } from './lib/k8s-auth.constants';
-export { TokenReviewer, ReviewUnavailableError } from './lib/token-reviewer';
-export type { CallerIdentity, RefusalReason, ReviewResult } from './lib/token-reviewer';
-export { LocalTokenVerifier } from './lib/local-token-verifier';
-export { TokenAuthenticator } from './lib/token-authenticator';
+export { ReviewUnavailableError, TOKEN_AUTHENTICATOR } from './lib/authentication.types';
+export type { CallerIdentity, RefusalReason, ReviewResult, TokenAuthenticator } from './lib/authentication.types';
+export type { GuardedRequest } from './lib/service-account.guard';
 export { AccessReviewer } from './lib/access-reviewer';
 export type { AccessDecision, ReviewSubject, SubjectAccessReviewSpec } from './lib/access-reviewer';
 export { InvalidRouteParameterError } from './lib/access-check';
@@ -30,7 +29,7 @@ export type {
 export { TokenSources } from './lib/token-sources';
 export { TokenUnavailableError } from './lib/token-source';
 export type { TokenSource } from './lib/token-source';
-export { attachServiceAccountToken } from './lib/service-account-token.interceptor';
-export type { AttachTokenOptions } from './lib/service-account-token.interceptor';
+export { attachServiceAccountToken } from './lib/outgoing-token.axios';
+export type { AttachTokenOptions } from './lib/outgoing-token.axios';
 export { PolicyConfigurationError } from './lib/caller-policy';
 export type { TokenHeader } from './lib/bearer-token';

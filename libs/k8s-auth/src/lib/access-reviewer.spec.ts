@@ -4,7 +4,7 @@ import { AccessReviewer, interpretAccessReview, subjectAccessReviewSpec } from '
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { type KubernetesApiClient, KubernetesApiError } from './kubernetes-api.client';
-import { type CallerIdentity, ReviewUnavailableError } from './token-reviewer';
+import { type CallerIdentity, ReviewUnavailableError } from './authentication.types';
 
 const caller: CallerIdentity = {
   username: 'system:serviceaccount:api:api',
@@ -113,6 +113,9 @@ describe('interpretAccessReview', () => {
   });
 });
 
+// lru-cache keeps the `performance` object it found when loaded; here its clock follows Jest's fake Date.
+const realPerformance = performance;
+
 describe('AccessReviewer', () => {
   let api: FakeApi;
   let errors: jest.SpyInstance;
@@ -124,6 +127,7 @@ describe('AccessReviewer', () => {
 
   beforeEach(() => {
     jest.useFakeTimers({ now: 1_700_000_000_000 });
+    jest.spyOn(realPerformance, 'now').mockImplementation(() => Date.now());
     api = new FakeApi();
     errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
     warnings = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
@@ -148,10 +152,10 @@ describe('AccessReviewer', () => {
     });
   });
 
-  it('keeps an allowing decision for the allow TTL (default 5 min)', async () => {
+  it('keeps an allowing decision for the allow TTL (default 5 min), gone just after it', async () => {
     const r = reviewer();
     await r.review(caller, readSecret('db'));
-    jest.advanceTimersByTime(300_000 - 1);
+    jest.advanceTimersByTime(300_000);
     await r.review(caller, readSecret('db'));
     expect(api.bodies).toHaveLength(1);
     jest.advanceTimersByTime(1);
@@ -159,11 +163,11 @@ describe('AccessReviewer', () => {
     expect(api.bodies).toHaveLength(2);
   });
 
-  it('keeps a denying decision for the deny TTL (default 30 s)', async () => {
+  it('keeps a denying decision for the deny TTL (default 30 s), gone just after it', async () => {
     api.answer = () => ({ allowed: false });
     const r = reviewer();
     await expect(r.review(caller, readSecret('db'))).resolves.toEqual({ allowed: false });
-    jest.advanceTimersByTime(29_999);
+    jest.advanceTimersByTime(30_000);
     await r.review(caller, readSecret('db'));
     expect(api.bodies).toHaveLength(1);
     jest.advanceTimersByTime(1);
@@ -177,7 +181,7 @@ describe('AccessReviewer', () => {
     api.answer = (spec) => ({ allowed: (spec['resourceAttributes'] as { name: string }).name === 'yes' });
     await r.review(caller, readSecret('yes'));
     await r.review(caller, readSecret('no'));
-    jest.advanceTimersByTime(200);
+    jest.advanceTimersByTime(201);
     await r.review(caller, readSecret('yes'));
     await r.review(caller, readSecret('no'));
     expect(api.bodies).toHaveLength(3);

@@ -1,13 +1,13 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { LRUCache } from 'lru-cache';
+import { hash } from 'node:crypto';
 import { type AccessAttributes, describeAccess, type ResourceAttributes } from './access-check';
 import { DEFAULTS } from './k8s-auth.constants';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
-import { KubernetesApiClient, KubernetesApiError } from './kubernetes-api.client';
-import { ReviewCache, type ReviewCacheKey } from './review-cache';
-import { SingleFlight } from './single-flight';
-import { type CallerIdentity, ReviewUnavailableError } from './token-reviewer';
+import { KubernetesApiClient, reviewUnavailable } from './kubernetes-api.client';
+import { type CallerIdentity, ReviewUnavailableError } from './authentication.types';
 
 /** The API server's answer to one SubjectAccessReview. `reason` is for logs, never for the caller. */
 export interface AccessDecision {
@@ -39,13 +39,12 @@ const PATH = '/apis/authorization.k8s.io/v1/subjectaccessreviews';
  * Asks the API server (SubjectAccessReview) whether a caller may do something, as RBAC (or whatever
  * authorizer the cluster runs) decides. Decisions are cached, allowed and denied for their own TTLs,
  * under a hash of the whole review (user, uid, groups, extra and attributes); concurrent identical
- * reviews share one call; failures are never cached.
+ * reviews share one call (lru-cache's `fetch()`); failures are never cached.
  */
 @Injectable()
 export class AccessReviewer {
   private readonly logger = new Logger('AccessReviewer');
-  private readonly cache: ReviewCache<AccessDecision>;
-  private readonly inFlight = new SingleFlight<string, AccessDecision>();
+  private readonly cache: LRUCache<string, AccessDecision, { spec: SubjectAccessReviewSpec }> | undefined;
   private readonly allowTtlMs: number;
   private readonly denyTtlMs: number;
 
@@ -54,9 +53,19 @@ export class AccessReviewer {
     private readonly api: KubernetesApiClient,
     private readonly metrics: K8sAuthMetrics,
   ) {
-    this.cache = new ReviewCache({ maxEntries: options.maxCacheEntries ?? DEFAULTS.maxCacheEntries });
     this.allowTtlMs = options.accessCacheTtlMs ?? DEFAULTS.accessCacheTtlMs;
     this.denyTtlMs = options.accessDenyCacheTtlMs ?? DEFAULTS.accessDenyCacheTtlMs;
+    const max = options.maxCacheEntries ?? DEFAULTS.maxCacheEntries;
+    if (max > 0) {
+      this.cache = new LRUCache({
+        max,
+        fetchMethod: async (_key, _stale, { context, options: entry }) => {
+          const decision = await this.ask(context.spec);
+          entry.ttl = Math.max(1, decision.allowed ? this.allowTtlMs : this.denyTtlMs);
+          return decision;
+        },
+      });
+    }
   }
 
   /**
@@ -65,20 +74,16 @@ export class AccessReviewer {
    */
   async review(caller: CallerIdentity, attributes: AccessAttributes): Promise<AccessDecision> {
     const spec = subjectAccessReviewSpec(caller, attributes);
+    if (!this.cache) return this.ask(spec);
     // Built in a fixed key order (extra sorted), so equal reviews give equal keys; it holds no secret.
-    // ReviewCache stores it under a fixed-size hash (with no audiences), so long reviews cost no memory.
-    const key = JSON.stringify(spec);
-    const cacheKey = this.cache.keyOf(key, []);
-    const cached = this.cache.get(cacheKey);
-    if (cached) {
-      this.metrics.accessCacheLookup(true);
-      return cached;
-    }
-    this.metrics.accessCacheLookup(false);
-    return this.inFlight.do(cacheKey, () => this.ask(cacheKey, spec));
+    const key = hash('sha256', JSON.stringify(spec), 'base64');
+    this.metrics.accessCacheLookup(this.cache.has(key));
+    const decision = await this.cache.fetch(key, { context: { spec } });
+    if (!decision) throw new ReviewUnavailableError('SubjectAccessReview gave no answer');
+    return decision;
   }
 
-  private async ask(cacheKey: ReviewCacheKey, spec: SubjectAccessReviewSpec): Promise<AccessDecision> {
+  private async ask(spec: SubjectAccessReviewSpec): Promise<AccessDecision> {
     const stopTimer = this.metrics.accessReviewTimer();
     let status: SubjectAccessReviewStatus;
     try {
@@ -90,7 +95,7 @@ export class AccessReviewer {
       status = review.status ?? {};
     } catch (err) {
       stopTimer('error');
-      throw this.unavailable(err);
+      throw reviewUnavailable('SubjectAccessReview', err, this.logger);
     }
     const decision = interpretAccessReview(status);
     stopTimer(decision.allowed ? 'allowed' : 'denied');
@@ -98,21 +103,7 @@ export class AccessReviewer {
       // RBAC still answered (denied), but some of the cluster's RBAC objects could not be read: say so.
       this.logger.warn(`SubjectAccessReview for ${spec.user} (${describeAccess(spec)}): ${status.evaluationError}`);
     }
-    this.cache.set(cacheKey, decision, decision.allowed ? this.allowTtlMs : this.denyTtlMs);
     return decision;
-  }
-
-  private unavailable(err: unknown): ReviewUnavailableError {
-    if (err instanceof KubernetesApiError && err.failure === 'forbidden') {
-      const message =
-        `The API server refused this service's SubjectAccessReview (${err.message}). Its service account needs ` +
-        'the ClusterRole system:auth-delegator: create a ClusterRoleBinding of system:auth-delegator to it.';
-      this.logger.error(message);
-      return new ReviewUnavailableError(message);
-    }
-    const message = `SubjectAccessReview failed: ${err instanceof Error ? err.message : String(err)}`;
-    this.logger.warn(message);
-    return new ReviewUnavailableError(message);
   }
 }
 

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import {
   DEFAULT_MAX_TOKEN_BYTES,
   extractToken,
+  isCanonicalJws,
   TokenExtraction,
   TokenHeader,
   tokenFingerprint,
@@ -184,7 +185,7 @@ describe('extractToken', () => {
     });
 
     it('accepts a token of exactly maxTokenBytes and refuses one byte more', () => {
-      const exact = `${'a'.repeat(50)}.${'b'.repeat(40)}.${'c'.repeat(10)}`;
+      const exact = `${'a'.repeat(49)}A.${'b'.repeat(40)}.${'c'.repeat(9)}A`;
       expect(exact).toHaveLength(102);
       expect(extractToken({ 'x-client-id': exact }, both, 102)).toMatchObject({ kind: 'token', token: exact });
       expect(extractToken({ authorization: `Bearer ${exact}` }, both, 102)).toMatchObject({ kind: 'token' });
@@ -194,7 +195,7 @@ describe('extractToken', () => {
 
     it('applies DEFAULT_MAX_TOKEN_BYTES (16 KiB) by default', () => {
       expect(DEFAULT_MAX_TOKEN_BYTES).toBe(16384);
-      const segment = (length: number) => 'x'.repeat(length);
+      const segment = (length: number) => `${'x'.repeat(length - 1)}A`;
       const atLimit = `${segment(8000)}.${segment(8000)}.${segment(DEFAULT_MAX_TOKEN_BYTES - 16002)}`;
       expect(atLimit).toHaveLength(DEFAULT_MAX_TOKEN_BYTES);
       expect(extractToken({ 'x-client-id': atLimit }, both).kind).toBe('token');
@@ -233,6 +234,36 @@ describe('extractToken', () => {
       expectMalformed(result, /longer than/);
       expect(result.kind === 'malformed' && result.reason).not.toContain(secret.slice(0, 8));
     });
+  });
+});
+
+describe('isCanonicalJws', () => {
+  it('accepts what an encoder writes, for every length a segment can have', () => {
+    for (let bytes = 1; bytes <= 6; bytes++) {
+      const segment = Buffer.from(randomBytes(bytes)).toString('base64url');
+      expect(isCanonicalJws(`${segment}.${segment}.${segment}`)).toBe(true);
+    }
+  });
+
+  it.each([
+    ['spare bits set after one byte (2 characters)', 'QB'],
+    ['spare bits set after two bytes (3 characters)', 'QUF'],
+    ['an impossible length', 'QUFBQ'],
+  ])('refuses %s', (_, segment) => {
+    expect(Buffer.from(segment, 'base64url').length).toBeGreaterThan(0);
+    expect(isCanonicalJws(`QQ.${segment}.QQ`)).toBe(false);
+  });
+
+  it('makes extractToken refuse another spelling of a token (401, no review)', () => {
+    const token = testJwt();
+    const [header, payload, signature] = token.split('.');
+    // 64 bytes: 86 characters, the last with 4 spare bits; flipping one leaves the bytes as they are.
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const last = alphabet.indexOf(signature[signature.length - 1]);
+    const respelled = `${header}.${payload}.${signature.slice(0, -1)}${alphabet[last ^ 1]}`;
+    expect(Buffer.from(respelled.split('.')[2], 'base64url')).toEqual(Buffer.from(signature, 'base64url'));
+    expect(extractToken({ authorization: `Bearer ${token}` }, both).kind).toBe('token');
+    expectMalformed(extractToken({ authorization: `Bearer ${respelled}` }, both), /not canonical base64url/);
   });
 });
 

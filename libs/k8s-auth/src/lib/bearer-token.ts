@@ -43,6 +43,7 @@ export function extractToken(
     if (
       usual &&
       usual[1].length <= maxTokenBytes &&
+      isCanonicalJws(usual[1]) &&
       accepted.every((header) => header === 'authorization' || headers[header] === undefined)
     ) {
       return { kind: 'token', token: usual[1], header: 'authorization' };
@@ -80,6 +81,7 @@ export function extractToken(
   // The value is ASCII by now, so its length is its size in bytes.
   if (token.length > maxTokenBytes) return malformed(`token is longer than ${maxTokenBytes} bytes`);
   if (!JWT_SHAPE.test(token)) return malformed('token is not a JWT (three dot-separated base64url segments)');
+  if (!isCanonicalJws(token)) return malformed('token is not canonical base64url (a JWT has one spelling)');
 
   return { kind: 'token', token, header };
 }
@@ -129,6 +131,25 @@ function maybeRepeated(request: RequestHeaders, header: string): boolean {
 export function tokenFingerprint(token: string): string {
   // One-shot: no Hash stream object per request (this runs on every guarded request).
   return hash('sha256', token, 'hex').slice(0, 12);
+}
+
+const BASE64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * Whether every segment of a JWS-shaped token is canonical base64url (RFC 4648 §3.5): no impossible length and no
+ * set bits after the last whole byte. Decoders ignore those bits, so without this check one token would have many
+ * spellings, each a new cache entry and a new review.
+ */
+export function isCanonicalJws(token: string): boolean {
+  for (const segment of token.split('.')) {
+    const rest = segment.length % 4;
+    if (rest === 1) return false;
+    if (rest === 0) continue;
+    const last = BASE64URL_ALPHABET.indexOf(segment[segment.length - 1]);
+    // Two characters carry one byte (4 spare bits), three carry two (2 spare bits).
+    if ((last & (rest === 2 ? 0x0f : 0x03)) !== 0) return false;
+  }
+  return true;
 }
 
 function malformed(reason: string): TokenExtraction {

@@ -1,4 +1,5 @@
 import type { INestApplication, LoggerService, Type } from '@nestjs/common';
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -51,15 +52,20 @@ export class GuardedApps {
   }
 
   /**
-   * An app with `options`. `listen: true` serves it on a loopback port (real connections); else it is only
-   * initialised.
+   * An app with `options`, on Express or Fastify, with the spec's controllers or `controllers`. `listen: true`
+   * serves it on a loopback port (real connections); else it is only initialised.
    */
-  async boot(options: K8sAuthModuleOptions, { listen }: { listen: boolean }): Promise<INestApplication> {
+  async boot(
+    options: K8sAuthModuleOptions,
+    { listen, fastify = false, controllers }: { listen: boolean; fastify?: boolean; controllers?: Type[] },
+  ): Promise<INestApplication> {
     const moduleRef = await Test.createTestingModule({
       imports: [K8sAuthModule.forRoot({ metrics: new Registry(), ...options })],
-      controllers: this.controllers,
+      controllers: controllers ?? this.controllers,
     }).compile();
-    const app = moduleRef.createNestApplication({ logger: this.logger });
+    const app = fastify
+      ? moduleRef.createNestApplication<NestFastifyApplication>(new FastifyAdapter(), { logger: this.logger })
+      : moduleRef.createNestApplication({ logger: this.logger });
     if (listen) await app.listen(0, '127.0.0.1');
     else await app.init();
     this.apps.push(app);

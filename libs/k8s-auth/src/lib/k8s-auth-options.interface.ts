@@ -60,8 +60,15 @@ export interface K8sAuthModuleOptions {
   maxTokenBytes?: number;
   /** How long an accepted review is reused (never past the token's `exp`). @default 60_000 */
   cacheTtlMs?: number;
-  /** How long a refused review is reused. @default 5_000 */
+  /** How long a refused token is refused without asking again; refusals are kept apart from acceptances. @default 5_000 */
   negativeCacheTtlMs?: number;
+  /**
+   * TokenReviews this process waits for at once. A new token beyond them is answered 503 with `Retry-After` at once,
+   * while cached callers are served as usual: a flood of new (forged) tokens cannot queue unbounded work on the API
+   * server. The default suits a pod of a fraction of a CPU; raise it for a service that meets many new tokens per
+   * second. @default 64
+   */
+  maxReviewsInFlight?: number;
   /**
    * How long an allowing SubjectAccessReview (`@RequireAccess`) is reused: a revoked RoleBinding takes
    * effect after at most this long. @default 300_000 (5 min, as the kubelet)
@@ -73,21 +80,17 @@ export interface K8sAuthModuleOptions {
    */
   accessDenyCacheTtlMs?: number;
   /**
-   * Bound of the review caches, each (TokenReview, SubjectAccessReview); least recently used entries
-   * go first. @default 10_000
+   * Bound of each answer cache (accepted tokens, refused tokens, SubjectAccessReviews); least recently used entries
+   * go first; 0 turns caching off. @default 10_000
    */
   maxCacheEntries?: number;
   /** How tokens are verified; see {@link TokenVerification}. @default 'tokenReview' */
   verification?: TokenVerification;
-  /** Local verification: clock skew allowed on the token's `exp`, `nbf` and `iat`. @default 60 */
-  clockSkewSeconds?: number;
   /**
-   * Local verification: check signatures on a worker thread, off the event loop. In the benchmark a new token cost
-   * the event loop 100 µs or more inline, and 8 to 60 µs this way across runs; the thread needs a CPU to run on, so
-   * with one CPU or less for the pod, `false` spends less in all. The answers are the same either way.
-   * @default true
+   * Clock skew allowed on a token's `exp`, `nbf` and `iat`. A token whose own `exp` passed longer ago than this is
+   * refused without a TokenReview (read without verifying: a refusal needs no trust). @default 60
    */
-  verificationThread?: boolean;
+  clockSkewSeconds?: number;
   /**
    * Local verification: the API server's signing keys are fetched again after this long, in the background (the
    * keys fetched before are kept while it cannot be reached). @default 300_000 (5 min)
@@ -95,7 +98,9 @@ export interface K8sAuthModuleOptions {
   jwksRefreshIntervalMs?: number;
   /**
    * Local verification: a token signed with an unknown key id makes the keys be fetched again at once, at most
-   * once per this interval; other such tokens are refused meanwhile. @default 10_000
+   * once per this interval; other such tokens are refused meanwhile. While no keys are held at all (the fetch at
+   * start-up failed), fetches are spaced by this interval too, and tokens are answered 503 between them.
+   * @default 10_000
    */
   jwksMinRefreshIntervalMs?: number;
   /** `Retry-After` of a 503 when the API server cannot answer. @default 5 */

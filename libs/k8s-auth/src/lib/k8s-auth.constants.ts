@@ -4,8 +4,6 @@ export const ALLOW_SERVICE_ACCOUNTS_KEY = 'k8s-auth:allow-service-accounts';
 export const ALLOW_NAMESPACES_KEY = 'k8s-auth:allow-namespaces';
 export const PUBLIC_ROUTE_KEY = 'k8s-auth:public-route';
 export const REQUIRE_ACCESS_KEY = 'k8s-auth:require-access';
-/** On a route handler with a `@Caller()` parameter. */
-export const CALLER_PARAM_KEY = 'k8s-auth:caller-param';
 
 /** The `audiences` option value that reviews without an audience: the API server's own (legacy tokens). */
 export const API_SERVER_AUDIENCE = 'api-server' as const;
@@ -22,9 +20,9 @@ export const DEFAULTS = {
   accessDenyCacheTtlMs: 30_000,
   maxCacheEntries: 10_000,
   retryAfterSeconds: 5,
+  maxReviewsInFlight: 64,
   verification: 'tokenReview',
   clockSkewSeconds: 60,
-  verificationThread: true,
   jwksRefreshIntervalMs: 5 * 60_000,
   jwksMinRefreshIntervalMs: 10_000,
   tokenRefreshIntervalMs: 5 * 60_000,

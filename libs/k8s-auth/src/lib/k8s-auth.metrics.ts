@@ -5,20 +5,7 @@ import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 
 type ReviewOutcome = 'accepted' | 'refused' | 'error';
 type AccessReviewOutcome = 'allowed' | 'denied' | 'error';
-const DECISIONS = ['allowed', 'unauthenticated', 'forbidden', 'bad_request', 'unavailable'] as const;
-export type Decision = (typeof DECISIONS)[number];
-
-// One tally per registry, like the metric itself: every module that shares a registry adds to the same counts.
-const decisionTallies = new WeakMap<Registry, Record<Decision, number>>();
-
-function decisionTally(registry: Registry): Record<Decision, number> {
-  let tally = decisionTallies.get(registry);
-  if (!tally) {
-    tally = { allowed: 0, unauthenticated: 0, forbidden: 0, bad_request: 0, unavailable: 0 };
-    decisionTallies.set(registry, tally);
-  }
-  return tally;
-}
+export type Decision = 'allowed' | 'unauthenticated' | 'forbidden' | 'bad_request' | 'unavailable';
 
 /**
  * Review counters and latency through prom-client. Labels are fixed words: never a token, a caller
@@ -29,7 +16,6 @@ export class K8sAuthMetrics {
   private readonly reviews?: Histogram<'outcome'>;
   private readonly cache?: Counter<'result'>;
   private readonly decisions?: Counter<'decision'>;
-  private readonly decisionCounts?: Record<Decision, number>;
   private readonly accessReviews?: Histogram<'outcome'>;
   private readonly accessCache?: Counter<'result'>;
   private readonly jwksFetches?: Counter<'outcome'>;
@@ -60,8 +46,6 @@ export class K8sAuthMetrics {
           registers,
         }),
     );
-    const tally = decisionTally(registry);
-    this.decisionCounts = tally;
     this.decisions = existing(
       registry,
       'k8s_auth_guard_decisions_total',
@@ -71,12 +55,6 @@ export class K8sAuthMetrics {
           help: 'Decisions of ServiceAccountGuard, by result',
           labelNames: ['decision'],
           registers,
-          // Counted in plain numbers and published when scraped: a labelled inc() on every request cost more than
-          // the rest of a cached check.
-          collect() {
-            this.reset();
-            for (const decision of DECISIONS) if (tally[decision] > 0) this.inc({ decision }, tally[decision]);
-          },
         }),
     );
     this.accessReviews = existing(
@@ -138,7 +116,7 @@ export class K8sAuthMetrics {
   }
 
   decision(decision: Decision): void {
-    if (this.decisionCounts) this.decisionCounts[decision]++;
+    this.decisions?.inc({ decision });
   }
 }
 

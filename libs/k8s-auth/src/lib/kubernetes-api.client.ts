@@ -2,6 +2,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https';
+import { ReviewUnavailableError } from './authentication.types';
 import { DEFAULTS } from './k8s-auth.constants';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
@@ -21,6 +22,27 @@ export class KubernetesApiError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * The error a review answers with when the API server gives none: it names the missing ClusterRoleBinding when this
+ * service's own credentials may not ask (logged as an error: only an operator can fix it).
+ */
+export function reviewUnavailable(
+  review: 'TokenReview' | 'SubjectAccessReview',
+  err: unknown,
+  logger: { error(message: string): void; warn(message: string): void },
+): ReviewUnavailableError {
+  if (err instanceof KubernetesApiError && err.failure === 'forbidden') {
+    const message =
+      `The API server refused this service's ${review} (${err.message}). Its service account needs the ` +
+      'ClusterRole system:auth-delegator: create a ClusterRoleBinding of system:auth-delegator to it.';
+    logger.error(message);
+    return new ReviewUnavailableError(message);
+  }
+  const message = `${review} failed: ${err instanceof Error ? err.message : String(err)}`;
+  logger.warn(message);
+  return new ReviewUnavailableError(message);
 }
 
 /** Loads the client configuration: in-cluster files inside a pod, else a kubeconfig. */

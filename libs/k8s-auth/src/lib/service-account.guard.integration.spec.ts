@@ -1,9 +1,11 @@
 import { Controller, Get, type INestApplication, Logger, UseGuards } from '@nestjs/common';
+import { generateKeyPairSync } from 'node:crypto';
 import request from 'supertest';
 import {
   AllowNamespaces,
   AllowServiceAccounts,
   Audience,
+  RequireAccess,
   Caller,
   type CallerIdentity,
   type K8sAuthModuleOptions,
@@ -21,6 +23,7 @@ import {
   type ServiceAccountRef,
   startControlPlane,
   RecordingLogger,
+  signJwt,
 } from '../testing';
 import { API, DATA_STORE, GuardedApps, mintToken, REVIEWER } from './guarded-apps.spec-support';
 
@@ -29,10 +32,33 @@ const UNBOUND_REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: '
 
 let handlerCalls = 0;
 
-/** A well-formed JWT that nobody signed. */
-function forgedToken(): string {
-  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
-  return `${part({ alg: 'RS256' })}.${part({ sub: 'system:serviceaccount:api:api', aud: ['secret-store'] })}.${part({ sig: 1 })}`;
+const TEAM_A: ServiceAccountRef = { namespace: 'team-a', name: 'svc' };
+const TEAM_B: ServiceAccountRef = { namespace: 'team-b', name: 'svc' };
+const forger = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+
+/** A well-formed JWT signed by a key the API server does not know, expiring `expiresInS` from now. */
+function forgedToken(expiresInS = 600, n = 0): string {
+  const now = Math.floor(Date.now() / 1000);
+  return signJwt(forger, {
+    iss: 'https://kubernetes.default.svc.cluster.local',
+    sub: 'system:serviceaccount:api:api',
+    aud: ['secret-store'],
+    iat: now - 60,
+    exp: now + expiresInS,
+    jti: `forged-${n}`,
+  });
+}
+
+/** The same bytes spelled otherwise: unused low bits set in the last character of a segment that has them. */
+function respelled(token: string): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const segments = token.split('.');
+  const i = segments.findIndex((s) => s.length % 4 === 2 || s.length % 4 === 3);
+  const segment = segments[i];
+  const last = alphabet.indexOf(segment[segment.length - 1]);
+  segments[i] = segment.slice(0, -1) + alphabet[last ^ 1];
+  expect(Buffer.from(segments[i], 'base64url')).toEqual(Buffer.from(segment, 'base64url'));
+  return segments.join('.');
 }
 
 @Controller()
@@ -60,6 +86,51 @@ class SecretsController {
   }
 }
 
+/** One handler, inherited by three controllers that differ in allowlist, audience and RBAC checks. */
+class TeamBase {
+  @Get('x')
+  x(@Caller() caller: CallerIdentity) {
+    handlerCalls++;
+    return { username: caller.username };
+  }
+}
+
+@Controller('a')
+@UseGuards(ServiceAccountGuard)
+@Audience('team-a')
+@AllowServiceAccounts('team-a:svc')
+class TeamAController extends TeamBase {}
+
+@Controller('b')
+@UseGuards(ServiceAccountGuard)
+@Audience('team-b')
+@AllowServiceAccounts('team-b:svc')
+class TeamBController extends TeamBase {}
+
+/** RBAC alone decides: only team-a may create TokenReviews. */
+@Controller('c')
+@UseGuards(ServiceAccountGuard)
+@Audience('team-a')
+@RequireAccess({ verb: 'create', group: 'authentication.k8s.io', resource: 'tokenreviews' })
+class TeamCController extends TeamBase {}
+
+@Controller('mutate')
+@UseGuards(ServiceAccountGuard)
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class MutatingController {
+  @Get()
+  mutate(@Caller() caller: CallerIdentity) {
+    let changed = true;
+    try {
+      (caller.groups as string[]).push('system:masters');
+    } catch {
+      changed = false;
+    }
+    return { changed, groups: caller.groups };
+  }
+}
+
 @Controller('unconfigured')
 @UseGuards(ServiceAccountGuard)
 class UnconfiguredController {
@@ -83,11 +154,12 @@ describe('ServiceAccountGuard against a real API server', () => {
 
   beforeAll(async () => {
     cp = await startControlPlane();
-    apps = new GuardedApps(cp, [SecretsController, UnconfiguredController], logger);
-    for (const account of [API, DATA_STORE, API_ELSEWHERE, REVIEWER, UNBOUND_REVIEWER]) {
+    apps = new GuardedApps(cp, [SecretsController, MutatingController], logger);
+    for (const account of [API, DATA_STORE, API_ELSEWHERE, REVIEWER, UNBOUND_REVIEWER, TEAM_A, TEAM_B]) {
       await createServiceAccount(cp.kubeConfig, account);
     }
     await bindClusterRole(cp.kubeConfig, REVIEWER, 'system:auth-delegator');
+    await bindClusterRole(cp.kubeConfig, TEAM_A, 'system:auth-delegator');
     app = await boot({ kubeconfig: await kubeconfigFile(REVIEWER), cacheTtlMs: 1000 });
     apiToken = await token(API);
     Logger.overrideLogger(logger);
@@ -165,14 +237,107 @@ describe('ServiceAccountGuard against a real API server', () => {
     await request(app.getHttpServer()).get('/healthz').expect(200);
   });
 
-  it('never opens a guarded route that names no audience or callers', async () => {
-    const res = await request(app.getHttpServer())
-      .get('/unconfigured')
-      .set('Authorization', `Bearer ${apiToken}`)
-      .expect(500);
-    expect(res.body.message).toContain('UnconfiguredController.open');
+  it('stops start-up at a guarded route that names no audience or callers, naming it', async () => {
+    await expect(
+      apps.boot(
+        { kubeconfig: await kubeconfigFile(REVIEWER) },
+        { listen: true, controllers: [UnconfiguredController] },
+      ),
+    ).rejects.toThrow(/UnconfiguredController\.open .*names no audience/);
     expect(handlerCalls).toBe(0);
-    expect(logger.lines.join('\n')).toMatch(/UnconfiguredController\.open .*names no audience/);
+  });
+
+  it.each([
+    ['a', 'b', 'c'],
+    ['c', 'b', 'a'],
+  ])(
+    'keeps the allowlist, audience and RBAC checks of an inherited handler per controller (/%s/x first)',
+    async (...order) => {
+      const teamApp = await apps.boot(
+        { kubeconfig: await kubeconfigFile(REVIEWER) },
+        { listen: true, controllers: [TeamAController, TeamBController, TeamCController] },
+      );
+      const tokens = {
+        aForA: await token(TEAM_A, ['team-a']),
+        bForB: await token(TEAM_B, ['team-b']),
+        bForA: await token(TEAM_B, ['team-a']),
+      };
+      const expected: Record<string, Record<keyof typeof tokens, number>> = {
+        a: { aForA: 200, bForB: 403, bForA: 403 },
+        b: { aForA: 403, bForB: 200, bForA: 403 },
+        c: { aForA: 200, bForB: 403, bForA: 403 },
+      };
+      for (const route of order) {
+        for (const [name, status] of Object.entries(expected[route])) {
+          const res = await request(teamApp.getHttpServer())
+            .get(`/${route}/x`)
+            .set('Authorization', `Bearer ${tokens[name as keyof typeof tokens]}`);
+          expect({ route, name, status: res.status }).toEqual({ route, name, status });
+        }
+      }
+    },
+  );
+
+  it('hands the handler an identity it cannot change: the next request sees the same', async () => {
+    const first = await request(app.getHttpServer()).get('/mutate').set('Authorization', `Bearer ${apiToken}`);
+    expect(first.body).toEqual({ changed: false, groups: expect.not.arrayContaining(['system:masters']) });
+    const second = await request(app.getHttpServer()).get('/mutate').set('Authorization', `Bearer ${apiToken}`);
+    expect(second.body).toEqual(first.body);
+  });
+
+  it('refuses another spelling of a genuine token (non-canonical base64url) with 401, without a review', async () => {
+    await request(app.getHttpServer()).get('/secret').set('Authorization', `Bearer ${apiToken}`).expect(200);
+    const before = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
+    const res = await request(app.getHttpServer())
+      .get('/secret')
+      .set('Authorization', `Bearer ${respelled(apiToken)}`)
+      .expect(401);
+    expect(res.body.message).toMatch(/canonical/);
+    expect(await countApiServerRequests(cp.kubeConfig, 'tokenreviews')).toBe(before);
+  });
+
+  it('refuses tokens expired by their own exp without a review', async () => {
+    const before = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
+    for (let n = 0; n < 200; n++) {
+      const res = await request(app.getHttpServer())
+        .get('/secret')
+        .set('Authorization', `Bearer ${forgedToken(-3600, n)}`);
+      expect(res.status).toBe(403);
+    }
+    expect(await countApiServerRequests(cp.kubeConfig, 'tokenreviews')).toBe(before);
+  });
+
+  it('keeps a cached caller through a flood of forged tokens, and bounds the reviews in flight', async () => {
+    const flooded = await boot({
+      kubeconfig: await kubeconfigFile(REVIEWER),
+      maxCacheEntries: 20,
+      maxReviewsInFlight: 4,
+    });
+    const server = flooded.getHttpServer();
+    const caller = await token(API);
+    await request(server).get('/secret').set('Authorization', `Bearer ${caller}`).expect(200);
+    const before = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
+    const statuses: number[] = [];
+    for (let batch = 0; batch < 10; batch++) {
+      const answers = await Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          request(server)
+            .get('/secret')
+            .set('Authorization', `Bearer ${forgedToken(600, batch * 30 + i)}`),
+        ),
+      );
+      for (const res of answers) {
+        statuses.push(res.status);
+        if (res.status === 503) expect(res.headers['retry-after']).toBe('5');
+      }
+      // The accepted caller is answered from the cache throughout.
+      await request(server).get('/secret').set('Authorization', `Bearer ${caller}`).expect(200);
+    }
+    const reviews = (await countApiServerRequests(cp.kubeConfig, 'tokenreviews')) - before;
+    expect(statuses.filter((s) => s !== 403 && s !== 503)).toEqual([]);
+    expect(statuses.filter((s) => s === 503).length).toBeGreaterThan(0);
+    // Only the forgeries let through the bound were reviewed; the caller needed none.
+    expect(reviews).toBe(statuses.filter((s) => s === 403).length);
   });
 
   it('refuses a token bound to a pod once the pod is deleted (after the cache TTL)', async () => {
@@ -238,6 +403,18 @@ describe('ServiceAccountGuard against a real API server', () => {
       await cp.startApiServer();
     }
     await request(quick.getHttpServer()).get('/secret').set('Authorization', `Bearer ${other}`).expect(200);
+  });
+
+  it('decides the same on Fastify', async () => {
+    const fastify = await apps.boot({ kubeconfig: await kubeconfigFile(REVIEWER) }, { listen: true, fastify: true });
+    const server = fastify.getHttpServer();
+    const res = await request(server).get('/secret').set('Authorization', `Bearer ${apiToken}`).expect(200);
+    expect(res.body).toMatchObject({ username: 'system:serviceaccount:api:api', audiences: ['secret-store'] });
+    expect((await request(server).get('/secret').expect(401)).headers['www-authenticate']).toBe('Bearer');
+    const other = await request(server).get('/secret').set('Authorization', `Bearer ${await token(DATA_STORE)}`);
+    expect(other.status).toBe(403);
+    expect(other.body.message).toBe('caller not allowed');
+    await request(server).get('/healthz').expect(200);
   });
 
   it('never writes a token to the log', async () => {

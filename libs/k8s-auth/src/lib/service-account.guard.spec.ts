@@ -1,22 +1,30 @@
-import { Controller, Get, type INestApplication, UseGuards } from '@nestjs/common';
+import { Controller, Get, type INestApplication, Module, type Type, UseGuards } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { Agent, get as httpGet } from 'node:http';
-import { type AddressInfo, connect } from 'node:net';
 import request from 'supertest';
+import { RecordingLogger } from '../testing/recording-logger';
 import type { AccessAttributes } from './access-check';
 import { type AccessDecision, AccessReviewer } from './access-reviewer';
+import {
+  accepted,
+  type CallerIdentity,
+  refused,
+  type ReviewResult,
+  ReviewUnavailableError,
+  TOKEN_AUTHENTICATOR,
+} from './authentication.types';
 import { Caller } from './caller.decorator';
-import { ConnectionMemo } from './connection-memo';
-import { CALLER_PARAM_KEY } from './k8s-auth.constants';
-import { AllowServiceAccounts, Audience } from './k8s-auth.decorators';
+import { AllowServiceAccounts, Audience, PublicRoute } from './k8s-auth.decorators';
 import { K8sAuthModule } from './k8s-auth.module';
-import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
-import { RecordingLogger } from '../testing/recording-logger';
 import { RequireAccess } from './require-access.decorator';
 import { ServiceAccountGuard } from './service-account.guard';
-import { type CallerIdentity, ReviewUnavailableError, type ReviewResult, TokenReviewer } from './token-reviewer';
 
-// The guard's RBAC part, with the API server replaced by fakes; the real thing is in the integration specs.
+// The guard's decisions with the API server replaced by fakes, on Express and on Fastify; the real thing is in the
+// integration specs.
+
+/** A well-formed token: the fake authenticator decides by the caller it is set to. */
+const TOKEN = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln';
 
 const STORE = 'secret-store.example.com';
 
@@ -30,18 +38,6 @@ class StoreController {
   @RequireAccess({ path: '/audit', verb: 'post' })
   read() {
     return 'secret';
-  }
-
-  @Get('typo')
-  @RequireAccess({ verb: 'get', resource: 'secrets', names: 'x' } as never)
-  typo() {
-    return 'typo';
-  }
-
-  @Get('no-such-param')
-  @RequireAccess({ verb: 'get', resource: 'secrets', name: { param: 'name' } })
-  noSuchParam() {
-    return 'oops';
   }
 }
 
@@ -74,6 +70,28 @@ class WhoController {
   }
 }
 
+@Controller('typo')
+@UseGuards(ServiceAccountGuard)
+@Audience('secret-store')
+class TypoController {
+  @Get()
+  @RequireAccess({ verb: 'get', resource: 'secrets', names: 'x' } as never)
+  typo() {
+    return 'typo';
+  }
+}
+
+@Controller('no-such-param')
+@UseGuards(ServiceAccountGuard)
+@Audience('secret-store')
+class NoSuchParamController {
+  @Get()
+  @RequireAccess({ verb: 'get', resource: 'secrets', name: { param: 'name' } })
+  noSuchParam() {
+    return 'oops';
+  }
+}
+
 @Controller('nothing')
 @UseGuards(ServiceAccountGuard)
 @Audience('secret-store')
@@ -84,18 +102,71 @@ class NothingController {
   }
 }
 
-const API_CALLER: CallerIdentity = {
-  username: 'system:serviceaccount:api:api',
-  namespace: 'api',
-  serviceAccount: 'api',
-  groups: ['system:serviceaccounts'],
-  audiences: ['secret-store'],
-};
+/** A handler defined once and inherited: each subclass is its own route with its own policy. */
+class BaseController {
+  @Get('x')
+  x(@Caller() caller: CallerIdentity) {
+    return { username: caller.username };
+  }
+}
 
-class FakeTokenReviewer {
-  caller = API_CALLER;
-  async review(): Promise<ReviewResult> {
-    return { accepted: true, caller: this.caller };
+@Controller('a')
+@UseGuards(ServiceAccountGuard)
+@Audience('team-a')
+@AllowServiceAccounts('team-a:svc')
+@RequireAccess({ path: '/a', verb: 'get' })
+class TeamAController extends BaseController {}
+
+@Controller('b')
+@UseGuards(ServiceAccountGuard)
+@Audience('team-b')
+@AllowServiceAccounts('team-b:svc')
+@RequireAccess({ path: '/b', verb: 'get' })
+class TeamBController extends BaseController {}
+
+@Controller('mutate')
+@UseGuards(ServiceAccountGuard)
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class MutatingController {
+  @Get()
+  mutate(@Caller() caller: CallerIdentity) {
+    const attempts = {
+      groups: () => (caller.groups as string[]).push('system:masters'),
+      namespace: () => ((caller as { namespace: string }).namespace = 'kube-system'),
+      audiences: () => (caller.audiences as string[]).push('other'),
+    };
+    const refusedChanges = Object.entries(attempts)
+      .filter(([, attempt]) => {
+        try {
+          attempt();
+          return false;
+        } catch {
+          return true;
+        }
+      })
+      .map(([name]) => name);
+    return { refusedChanges, caller };
+  }
+}
+
+const callerOf = (namespace: string, name: string, audiences = ['secret-store']): CallerIdentity => ({
+  username: `system:serviceaccount:${namespace}:${name}`,
+  namespace,
+  serviceAccount: name,
+  groups: ['system:serviceaccounts', `system:serviceaccounts:${namespace}`, 'system:authenticated'],
+  audiences,
+});
+const API_CALLER = callerOf('api', 'api');
+
+/** Accepts every token as `caller`, for any audience, and records the audiences asked for. */
+class FakeAuthenticator {
+  caller: CallerIdentity | undefined = API_CALLER;
+  readonly audiencesAsked: string[][] = [];
+  async authenticate(_token: string, audiences: readonly string[]): Promise<ReviewResult> {
+    this.audiencesAsked.push([...audiences]);
+    if (!this.caller) return refused('invalid token');
+    return accepted({ ...this.caller, audiences: [...audiences] });
   }
 }
 
@@ -114,31 +185,64 @@ class FakeAccessReviewer {
   }
 }
 
-describe('ServiceAccountGuard with @RequireAccess', () => {
+const ADAPTERS: Array<[string, () => FastifyAdapter | undefined]> = [
+  ['Express', () => undefined],
+  ['Fastify', () => new FastifyAdapter()],
+];
+
+/** An app of `controllers` (or of `imports`) with the fakes, on the given adapter. */
+async function createApp(
+  adapter: FastifyAdapter | undefined,
+  logger: RecordingLogger,
+  fakes: { tokens: FakeAuthenticator; access: FakeAccessReviewer },
+  metadata: { controllers?: Type[]; imports?: Type[]; providers?: never[] },
+): Promise<INestApplication> {
+  const moduleRef = await Test.createTestingModule({
+    imports: [K8sAuthModule.forRoot({ metrics: false, isGlobal: true }), ...(metadata.imports ?? [])],
+    controllers: metadata.controllers ?? [],
+  })
+    .overrideProvider(TOKEN_AUTHENTICATOR)
+    .useValue(fakes.tokens)
+    .overrideProvider(AccessReviewer)
+    .useValue(fakes.access)
+    .compile();
+  const app = adapter
+    ? moduleRef.createNestApplication(adapter, { logger })
+    : moduleRef.createNestApplication({ logger });
+  await app.init();
+  if (adapter) await adapter.getInstance().ready();
+  return app;
+}
+
+describe.each(ADAPTERS)('ServiceAccountGuard on %s', (_name, adapterFor) => {
   let app: INestApplication;
-  let tokens: FakeTokenReviewer;
+  let tokens: FakeAuthenticator;
   let access: FakeAccessReviewer;
   const logger = new RecordingLogger();
 
   beforeEach(async () => {
-    tokens = new FakeTokenReviewer();
+    tokens = new FakeAuthenticator();
     access = new FakeAccessReviewer();
-    const moduleRef = await Test.createTestingModule({
-      imports: [K8sAuthModule.forRoot({ metrics: false })],
-      controllers: [StoreController, ListedController, NothingController, WhoController],
-    })
-      .overrideProvider(TokenReviewer)
-      .useValue(tokens)
-      .overrideProvider(AccessReviewer)
-      .useValue(access)
-      .compile();
-    app = moduleRef.createNestApplication({ logger });
-    await app.init();
+    app = await createApp(
+      adapterFor(),
+      logger,
+      { tokens, access },
+      {
+        controllers: [
+          StoreController,
+          ListedController,
+          WhoController,
+          TeamAController,
+          TeamBController,
+          MutatingController,
+        ],
+      },
+    );
   });
 
   afterEach(() => app.close());
 
-  const get = (path: string) => request(app.getHttpServer()).get(path).set('Authorization', 'Bearer a.b.c');
+  const get = (path: string) => request(app.getHttpServer()).get(path).set('Authorization', `Bearer ${TOKEN}`);
 
   it("asks about the controller's and the route's checks, all of them, with the route parameter", async () => {
     await get('/secrets/db').expect(200);
@@ -177,187 +281,93 @@ describe('ServiceAccountGuard with @RequireAccess', () => {
     expect(access.asked).toEqual(['get /listed']);
   });
 
-  it('refuses to open a route whose check has a typo (500, logged once with the route)', async () => {
-    const res = await get('/typo').expect(500);
-    expect(res.body.message).toBe('route StoreController.typo is not configured for ServiceAccountGuard');
-    expect(logger.lines.join('\n')).toContain(
-      'StoreController.typo: @RequireAccess check 2 has an unknown field "names"',
-    );
-    expect(access.asked).toEqual([]);
-  });
-
-  it('refuses to open a route whose check reads a parameter the route does not have', async () => {
-    await get('/no-such-param').expect(500);
-    expect(logger.lines.join('\n')).toContain('reads the route parameter "name", which this route does not have');
-  });
-
-  it('gives @Caller() the identity, and marks only the handlers that read it', async () => {
+  it('gives @Caller() the identity, to every parameter that asks', async () => {
     expect((await get('/who').expect(200)).body).toEqual({ username: 'system:serviceaccount:api:api' });
     expect((await get('/who/twice').expect(200)).body).toEqual({ username: 'system:serviceaccount:api:api' });
-    expect(Reflect.getMetadata(CALLER_PARAM_KEY, WhoController.prototype.who)).toBe(true);
-    // The guard keeps no identity for the request of a route without @Caller().
-    expect(Reflect.getMetadata(CALLER_PARAM_KEY, StoreController.prototype.read)).toBeUndefined();
   });
 
-  it('still refuses a route with neither an allowlist nor RBAC checks', async () => {
-    await get('/nothing').expect(500);
-    expect(logger.lines.join('\n')).toMatch(/NothingController\.open allows nobody/);
+  it('answers 401 with WWW-Authenticate without a token, and 403 for a refused one', async () => {
+    const missing = await request(app.getHttpServer()).get('/who').expect(401);
+    expect(missing.headers['www-authenticate']).toBe('Bearer');
+    tokens.caller = undefined;
+    expect((await get('/who').expect(403)).body.message).toBe('invalid token');
+  });
+
+  it('answers 503 with Retry-After when the token cannot be authenticated now', async () => {
+    tokens.authenticate = async () => {
+      throw new ReviewUnavailableError('down');
+    };
+    const res = await get('/who').expect(503);
+    expect(res.headers['retry-after']).toBe('5');
+    expect(res.body.message).toBe('authentication is unavailable, retry later');
+  });
+
+  it.each([
+    ['a', 'b'],
+    ['b', 'a'],
+  ])('keeps the policy of an inherited handler per controller (/%s/x first)', async (first, second) => {
+    const asTeam = async (team: string, route: string) => {
+      tokens.caller = callerOf(`team-${team}`, 'svc');
+      tokens.audiencesAsked.length = 0;
+      access.asked.length = 0;
+      const { status } = await get(`/${route}/x`);
+      // Each route asks for its own audience and its own RBAC check, whichever was asked first.
+      expect({ audiences: tokens.audiencesAsked, checks: access.asked }).toEqual({
+        audiences: [[`team-${route}`]],
+        checks: team === route ? [`get /${route}`] : [],
+      });
+      return status;
+    };
+    expect(await asTeam(first, first)).toBe(200);
+    expect(await asTeam(second, second)).toBe(200);
+    expect(await asTeam(first, second)).toBe(403);
+    expect(await asTeam(second, first)).toBe(403);
+  });
+
+  it('hands @Caller() an identity the handler cannot change, so later decisions stay the same', async () => {
+    const first = await get('/mutate').expect(200);
+    expect(first.body.refusedChanges).toEqual(['groups', 'namespace', 'audiences']);
+    expect(first.body.caller.groups).not.toContain('system:masters');
+    const second = await get('/mutate').expect(200);
+    expect(second.body.caller).toEqual(first.body.caller);
   });
 });
 
-describe('ServiceAccountGuard on a keep-alive connection', () => {
-  @Controller()
-  @UseGuards(ServiceAccountGuard)
-  @Audience('secret-store')
-  @AllowServiceAccounts('api:api')
-  class PingController {
-    @Get('ping')
-    ping() {
-      return 'pong';
+describe.each(ADAPTERS)('ServiceAccountGuard at start-up on %s', (_name, adapterFor) => {
+  const logger = new RecordingLogger();
+  const fakes = () => ({ tokens: new FakeAuthenticator(), access: new FakeAccessReviewer() });
+
+  it.each([
+    [TypoController, 'TypoController.typo: @RequireAccess check 1 has an unknown field "names"'],
+    [NoSuchParamController, 'reads the route parameter "name", which this route does not have'],
+    [NothingController, 'NothingController.open allows nobody'],
+  ])('stops start-up at a misconfigured route, naming it (%p)', async (controller, message) => {
+    await expect(createApp(adapterFor(), logger, fakes(), { controllers: [controller] })).rejects.toThrow(message);
+  });
+
+  it('checks every route under a global guard, and only guarded routes otherwise', async () => {
+    @Controller('plain')
+    class PlainController {
+      @Get()
+      plain() {
+        return 'plain';
+      }
+
+      @Get('public')
+      @PublicRoute()
+      open() {
+        return 'open';
+      }
     }
-
-    @Get('others-only')
-    @AllowServiceAccounts('other:other')
-    othersOnly() {
-      return 'not for api';
-    }
-  }
-
-  class CountingReviewer {
-    readonly asked: string[] = [];
-    accept = true;
-    async review(token: string): Promise<ReviewResult> {
-      this.asked.push(token);
-      return this.accept ? { accepted: true, caller: API_CALLER } : { accepted: false, reason: 'invalid token' };
-    }
-  }
-
-  let app: INestApplication;
-  let reviewer: CountingReviewer;
-  let agent: Agent;
-  let url: string;
-
-  async function start(options: K8sAuthModuleOptions = {}) {
-    reviewer = new CountingReviewer();
-    const moduleRef = await Test.createTestingModule({
-      imports: [K8sAuthModule.forRoot({ metrics: false, ...options })],
-      controllers: [PingController],
-    })
-      .overrideProvider(TokenReviewer)
-      .useValue(reviewer)
-      .compile();
-    app = moduleRef.createNestApplication({ logger: new RecordingLogger() });
-    await app.listen(0, '127.0.0.1');
-    url = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}/ping`;
-    agent = new Agent({ keepAlive: true, maxSockets: 1 });
-  }
-
-  afterEach(async () => {
-    agent.destroy();
+    // Not guarded: nothing to enforce, start-up goes on.
+    const app = await createApp(adapterFor(), logger, fakes(), { controllers: [PlainController] });
+    await request(app.getHttpServer()).get('/plain').expect(200);
     await app.close();
-  });
 
-  /** GET /ping on the agent's one connection; the status and the local port (which connection it was). */
-  function ping(
-    token: string,
-    path = '/ping',
-    headers: Record<string, string> = {},
-  ): Promise<{ status: number; port: number }> {
-    return new Promise((resolve, reject) => {
-      const req = httpGet(
-        new URL(path, url),
-        { agent, headers: { authorization: `Bearer ${token}`, ...headers } },
-        (res) => {
-          res.resume();
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, port: req.socket?.localPort ?? 0 }));
-        },
-      );
-      req.on('error', reject);
-    });
-  }
-
-  it('reviews a repeated token once, and a new token again', async () => {
-    await start();
-    const answers = [];
-    for (let i = 0; i < 5; i++) answers.push(await ping('a.b.c'));
-    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
-    expect(new Set(answers.map((a) => a.port)).size).toBe(1);
-    expect(reviewer.asked).toEqual(['a.b.c']);
-    expect((await ping('a.b.d')).status).toBe(200);
-    expect((await ping('a.b.c')).status).toBe(200);
-    expect(reviewer.asked).toEqual(['a.b.c', 'a.b.d', 'a.b.c']);
-  });
-
-  it('lets a repeated token through without a promise, and still refuses it where the route does not list it', async () => {
-    await start();
-    const original = ServiceAccountGuard.prototype.canActivate;
-    const returned: unknown[] = [];
-    const spy = jest.spyOn(ServiceAccountGuard.prototype, 'canActivate').mockImplementation(function (
-      this: ServiceAccountGuard,
-      context,
-    ) {
-      const result = original.call(this, context);
-      returned.push(result);
-      return result;
-    });
-    try {
-      expect((await ping('a.b.c')).status).toBe(200);
-      expect((await ping('a.b.c')).status).toBe(200);
-      expect((await ping('a.b.c', '/others-only')).status).toBe(403);
-    } finally {
-      spy.mockRestore();
-    }
-    expect(returned[0]).toBeInstanceOf(Promise); // reviewed
-    expect(returned[1]).toBe(true); // remembered on this connection: no promise for Nest to await
-    expect(returned[2]).toBeInstanceOf(Promise); // remembered, but the allowlist refuses: a rejection, not a throw
-    await expect(returned[2]).rejects.toThrow('caller not allowed');
-    expect(reviewer.asked).toEqual(['a.b.c']);
-  });
-
-  it('remembers nothing for a connection that closes after the request (Connection: close, or HTTP/1.0)', async () => {
-    await start();
-    const remember = jest.spyOn(ConnectionMemo.prototype, 'remember');
-    try {
-      expect((await ping('a.b.c', '/ping', { connection: 'close' })).status).toBe(200);
-      expect(remember).not.toHaveBeenCalled();
-      const http10 = await new Promise<string>((resolve, reject) => {
-        const socket = connect(Number(new URL(url).port), '127.0.0.1', () =>
-          socket.end('GET /ping HTTP/1.0\r\nAuthorization: Bearer a.b.c\r\n\r\n'),
-        );
-        let answer = '';
-        socket.on('data', (chunk) => (answer += chunk.toString()));
-        socket.on('end', () => resolve(answer));
-        socket.on('error', reject);
-      });
-      expect(http10).toMatch(/^HTTP\/1\.1 200 /);
-      expect(remember).not.toHaveBeenCalled();
-      expect((await ping('a.b.c')).status).toBe(200); // kept alive: remembered
-      expect(remember).toHaveBeenCalledTimes(1);
-    } finally {
-      remember.mockRestore();
-    }
-    expect(reviewer.asked).toEqual(['a.b.c', 'a.b.c', 'a.b.c']);
-  });
-
-  it('never remembers a refusal', async () => {
-    await start();
-    reviewer.accept = false;
-    for (let i = 0; i < 3; i++) expect((await ping('a.b.c')).status).toBe(403);
-    expect(reviewer.asked).toHaveLength(3);
-  });
-
-  it('remembers nothing when the review cache is turned off', async () => {
-    await start({ maxCacheEntries: 0 });
-    for (let i = 0; i < 3; i++) expect((await ping('a.b.c')).status).toBe(200);
-    expect(reviewer.asked).toHaveLength(3);
-  });
-
-  it('sends a token refused since to the reviewer after the memo lifetime (1 s)', async () => {
-    await start();
-    expect((await ping('a.b.c')).status).toBe(200);
-    reviewer.accept = false;
-    await new Promise((resolve) => setTimeout(resolve, 1_050));
-    expect((await ping('a.b.c')).status).toBe(403);
-    expect(reviewer.asked).toHaveLength(2);
+    @Module({ controllers: [PlainController], providers: [{ provide: APP_GUARD, useClass: ServiceAccountGuard }] })
+    class GloballyGuarded {}
+    await expect(createApp(adapterFor(), logger, fakes(), { imports: [GloballyGuarded] })).rejects.toThrow(
+      'PlainController.plain is guarded by ServiceAccountGuard but names no audience',
+    );
   });
 });

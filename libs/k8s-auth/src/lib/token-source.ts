@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { promises as fs } from 'node:fs';
-import { readTokenTimes, renewalTime, type TokenTimes } from './jwt-claims';
+import { readTokenTimes, renewalTime, type TokenTimes } from './token-times';
 import { DEFAULTS } from './k8s-auth.constants';
 import type { ProjectedTokenFileOptions, TokenRequestOptions } from './k8s-auth-options.interface';
 import type { KubernetesApiClient } from './kubernetes-api.client';

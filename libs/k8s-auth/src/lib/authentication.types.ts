@@ -1,0 +1,64 @@
+/** Who called, as the API server (or its signature on the token) vouches for it. Frozen: handlers cannot change it. */
+export interface CallerIdentity {
+  /** `system:serviceaccount:<namespace>:<name>` */
+  readonly username: string;
+  readonly namespace: string;
+  readonly serviceAccount: string;
+  readonly uid?: string;
+  readonly groups: readonly string[];
+  /** The pod the token is bound to (projected tokens). */
+  readonly podName?: string;
+  readonly podUid?: string;
+  readonly nodeName?: string;
+  /** The audiences the token was confirmed for; empty for a review without an audience. */
+  readonly audiences: readonly string[];
+  /** `user.extra` as a TokenReview gives it (pod name and uid, credential id, …), passed on to SubjectAccessReviews. */
+  readonly extra?: Readonly<Record<string, readonly string[]>>;
+}
+
+/** Why a token was refused; safe to show to the caller. */
+export type RefusalReason = 'invalid token' | 'wrong audience' | 'not a service account';
+
+export type ReviewResult =
+  | { readonly accepted: true; readonly caller: CallerIdentity }
+  | { readonly accepted: false; readonly reason: RefusalReason };
+
+/** No answer could be had (the API server or its keys are out of reach, or too busy): fail closed with a 503. */
+export class ReviewUnavailableError extends Error {
+  override readonly name = 'ReviewUnavailableError';
+}
+
+/**
+ * One way of deciding whose a token is: TokenReview, local JWT verification, or a composition of them (a cache
+ * around one, local then TokenReview). The guard asks the one the module provides under {@link TOKEN_AUTHENTICATOR}.
+ */
+export interface TokenAuthenticator {
+  /**
+   * Who `token` belongs to, if it is valid for one of `audiences` (an empty list: the API server's own audience).
+   * @throws ReviewUnavailableError when no answer can be had now.
+   */
+  authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult>;
+}
+
+/** Injection token of the module's {@link TokenAuthenticator}. */
+export const TOKEN_AUTHENTICATOR = Symbol('k8s-auth:token-authenticator');
+
+/** An accepted result whose identity no one can change afterwards: it is cached and shared between requests. */
+export function accepted(caller: CallerIdentity): ReviewResult {
+  const extra =
+    caller.extra &&
+    Object.freeze(
+      Object.fromEntries(Object.entries(caller.extra).map(([key, values]) => [key, Object.freeze([...values])])),
+    );
+  const frozen: CallerIdentity = Object.freeze({
+    ...caller,
+    groups: Object.freeze([...caller.groups]),
+    audiences: Object.freeze([...caller.audiences]),
+    ...(extra ? { extra } : {}),
+  });
+  return Object.freeze({ accepted: true, caller: frozen });
+}
+
+export function refused(reason: RefusalReason): ReviewResult {
+  return Object.freeze({ accepted: false, reason });
+}

@@ -1,0 +1,93 @@
+import { hash, randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { ReviewResult, TokenAuthenticator } from './authentication.types';
+import type { K8sAuthMetrics } from './k8s-auth.metrics';
+import { tokenExpiry } from './token-times';
+
+export interface AnswerCacheOptions {
+  /** Bound of each cache (acceptances, refusals); 0 turns caching off. */
+  maxEntries: number;
+  /** How long an acceptance is reused; never past the token's own `exp`. */
+  ttlMs: number;
+  /** How long a refusal is reused. */
+  refusalTtlMs: number;
+}
+
+interface Question {
+  token: string;
+  audiences: readonly string[];
+}
+
+/**
+ * Caches another authenticator's answers per (token, audiences), as Kubernetes' cachedTokenAuthenticator does:
+ * acceptances for `ttlMs` (capped at the token's `exp`), refusals for `refusalTtlMs` in a cache of their own, so no
+ * number of refused tokens can evict an accepted one; errors are never cached. Concurrent questions about one token
+ * share one answer (lru-cache's `fetch()`).
+ *
+ * Keys are SHA-256 digests of the token under a random per-instance salt: the cache never holds a usable credential.
+ */
+export class CachedAuthenticator implements TokenAuthenticator {
+  private readonly salt = randomBytes(32).toString('base64');
+  private readonly acceptances: LRUCache<string, ReviewResult> | undefined;
+  private readonly refusals: LRUCache<string, ReviewResult> | undefined;
+  /** Only the questions being answered: kept apart so that waiting on them never evicts a kept answer. */
+  private readonly pending: LRUCache<string, ReviewResult, Question> | undefined;
+
+  constructor(
+    private readonly inner: TokenAuthenticator,
+    private readonly options: AnswerCacheOptions,
+    private readonly metrics: K8sAuthMetrics,
+  ) {
+    if (!Number.isSafeInteger(options.maxEntries) || options.maxEntries < 0) {
+      throw new RangeError(`maxCacheEntries must be a non-negative integer, got ${options.maxEntries}`);
+    }
+    if (options.maxEntries === 0) return;
+    this.acceptances = new LRUCache({ max: options.maxEntries });
+    this.refusals = new LRUCache({ max: options.maxEntries });
+    this.pending = new LRUCache({
+      max: options.maxEntries,
+      // An answer in flight stays owed to everyone waiting for it, even if a flood pushes its entry out.
+      ignoreFetchAbort: true,
+      fetchMethod: (_key, _stale, { context }) => this.inner.authenticate(context.token, context.audiences),
+    });
+  }
+
+  async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
+    if (!this.acceptances || !this.refusals || !this.pending) return this.inner.authenticate(token, audiences);
+    const key = this.keyOf(token, audiences);
+    const known = this.acceptances.get(key) ?? this.refusals.get(key);
+    this.metrics.cacheLookup(known !== undefined);
+    if (known) return known;
+
+    let result: ReviewResult | undefined;
+    try {
+      result = await this.pending.fetch(key, { context: { token, audiences } });
+    } finally {
+      this.pending.delete(key);
+    }
+    if (!result) throw new Error('the authenticator gave no answer');
+    this.keep(key, token, result);
+    return result;
+  }
+
+  private keep(key: string, token: string, result: ReviewResult): void {
+    if (!result.accepted) {
+      this.refusals?.set(key, result, { ttl: Math.max(1, this.options.refusalTtlMs) });
+      return;
+    }
+    // The token's signature is verified by now, so its `exp` can be trusted.
+    const untilExpiry = (tokenExpiry(token)?.getTime() ?? Infinity) - Date.now();
+    const ttl = Math.min(this.options.ttlMs, untilExpiry);
+    if (ttl >= 1) this.acceptances?.set(key, result, { ttl });
+  }
+
+  /**
+   * Each part is prefixed with its length, so no two pairs encode alike ("a,b" + [] vs "a" + ["b"]); audiences are
+   * sorted because TokenReview treats them as a set.
+   */
+  private keyOf(token: string, audiences: readonly string[]): string {
+    let encoded = `${this.salt}${token.length}:${token}`;
+    for (const audience of [...audiences].sort()) encoded += `${audience.length}:${audience}`;
+    return hash('sha256', encoded, 'base64');
+  }
+}
