@@ -12,9 +12,16 @@ const swc = {
   sourceMaps: 'inline',
 };
 
-// @kubernetes/client-node 1.x and a few of its dependencies ship ES modules only; Jest's module
-// system needs them turned into CommonJS.
-const esmOnly = ['@kubernetes/client-node', 'openid-client', 'oauth4webapi', 'jose'];
+// @kubernetes/client-node 1.x and a few of its dependencies, @nestjs/axios and @nestjs/terminus ship ES
+// modules only; Jest's module system needs them turned into CommonJS.
+const esmOnly = [
+  '@kubernetes/client-node',
+  'openid-client',
+  'oauth4webapi',
+  'jose',
+  '@nestjs/axios',
+  '@nestjs/terminus',
+];
 
 module.exports = {
   ...nxPreset,

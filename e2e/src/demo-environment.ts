@@ -132,6 +132,8 @@ export async function startDemoEnvironment(): Promise<DemoEnvironment> {
         run(who, 'api', {
           LISTEN_ADDR: options.listen ?? '127.0.0.1:0',
           SECRET_STORE_URL: options.secretStoreUrl,
+          // Each caller's own routes accept tokens for its own name only.
+          API_AUDIENCE: who,
           TOKEN_FILE: options.tokenFile ?? join(dir, 'tokens', `${who}-secret-store-token`),
           KUBECONFIG: kubeconfigs[who === 'api' ? 'api' : 'dataStore'],
           ...options.env,

@@ -41,6 +41,14 @@ describe.each(['projected', 'legacy'])('the %s overlay of k8s/', (overlay) => {
     }
   });
 
+  it('gives each service that guards routes of its own its own name as audience', () => {
+    // A shared audience would make a token minted for one service good at the other.
+    const audiences = Object.fromEntries(
+      Object.entries(deployments).map(([namespace, deployment]) => [namespace, envOf(deployment)['API_AUDIENCE']]),
+    );
+    expect(audiences).toEqual({ api: 'api', 'secret-store': undefined, 'data-store': 'data-store' });
+  });
+
   it('binds the reviewing services to system:auth-delegator and lets only api read secrets through RBAC', () => {
     const objects = loadAllYaml(render(overlay)) as {
       kind: string;

@@ -1,5 +1,5 @@
 import { HttpModule } from '@nestjs/axios';
-import { type DynamicModule, Module } from '@nestjs/common';
+import { type DynamicModule, Logger, Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { HealthIndicatorService } from '@nestjs/terminus';
 import { K8sAuthModule, ServiceAccountGuard, TokenSources } from '@k8s-auth/nestjs';
@@ -11,6 +11,7 @@ import { SecretStoreClient } from './secret-store.client';
 
 /** Not ready while the token would expire within this margin: a call would fail on the way. */
 const TOKEN_MARGIN_MS = 60_000;
+const logger = new Logger('Readiness');
 
 @Module({})
 export class AppModule {
@@ -24,7 +25,8 @@ export class AppModule {
           tokenHeaders: ['authorization', 'x-client-id'],
           tokenSources: { 'secret-store': config.secretStoreToken },
         }),
-        HttpModule,
+        // An axios instance of its own, never the process-wide default: the token goes to the store's origin only.
+        HttpModule.register({ baseURL: config.secretStoreUrl }),
         HealthModule.forRoot({
           inject: [TokenSources, HealthIndicatorService],
           useFactory: (sources: TokenSources, indicators: HealthIndicatorService) => [
@@ -34,7 +36,9 @@ export class AppModule {
               try {
                 source.token();
               } catch (err) {
-                return check.down((err as Error).message);
+                // The detail (the file's path, the cause) is for the log, not for whoever asks.
+                logger.warn(`Not ready: ${(err as Error).message}`);
+                return check.down('token unavailable');
               }
               const left = (source.expiresAt?.getTime() ?? Infinity) - Date.now();
               return left > TOKEN_MARGIN_MS ? check.up() : check.down('the token expires within a minute');

@@ -4,6 +4,7 @@ import {
   GatewayTimeoutException,
   Inject,
   Injectable,
+  Logger,
   type OnModuleInit,
   ServiceUnavailableException,
 } from '@nestjs/common';
@@ -18,9 +19,14 @@ export interface SecretStoreAnswer {
   body: string;
 }
 
-/** Calls the secret store with this service's own token. */
+/**
+ * Calls the secret store with this service's own token, through the axios instance of `HttpModule.register({ baseURL
+ * })`: the token goes to the store's origin only. Public answers stay generic; the log says what happened.
+ */
 @Injectable()
 export class SecretStoreClient implements OnModuleInit {
+  private readonly logger = new Logger(SecretStoreClient.name);
+
   constructor(
     private readonly http: HttpService,
     private readonly sources: TokenSources,
@@ -33,26 +39,36 @@ export class SecretStoreClient implements OnModuleInit {
     });
   }
 
-  /** The secret store's answer, whatever its status; a failure to get one is a 502, 503 or 504. */
+  /** The secret store's answer, whatever its status but a redirect; a failure to get one is a 502, 503 or 504. */
   async get(path: string): Promise<SecretStoreAnswer> {
-    const url = new URL(path, this.config.secretStoreUrl).toString();
+    const url = this.http.axiosRef.getUri({ url: path });
+    let answer: SecretStoreAnswer;
     try {
-      const res = await this.http.axiosRef.get<string>(url, {
+      const res = await this.http.axiosRef.get<string>(path, {
         timeout: this.config.secretStoreTimeoutMs,
         responseType: 'text',
         validateStatus: () => true,
       });
-      return { status: res.status, contentType: String(res.headers['content-type'] ?? 'text/plain'), body: res.data };
+      answer = { status: res.status, contentType: String(res.headers['content-type'] ?? 'text/plain'), body: res.data };
     } catch (err) {
-      if (err instanceof TokenUnavailableError) throw new ServiceUnavailableException(err.message);
+      if (err instanceof TokenUnavailableError) {
+        this.logger.warn(`No token for the secret store: ${err.message}`);
+        throw new ServiceUnavailableException('token unavailable');
+      }
       // isAxiosError, not instanceof: @nestjs/axios may bring its own copy of axios.
       if (isAxiosError(err) && (err.code === 'ECONNABORTED' || err.code === 'ETIMEDOUT')) {
-        throw new GatewayTimeoutException(
-          `The secret store at ${url} did not answer within ${this.config.secretStoreTimeoutMs} ms`,
-        );
+        this.logger.warn(`GET ${url}: no answer within ${this.config.secretStoreTimeoutMs} ms (${err.message})`);
+        throw new GatewayTimeoutException('the secret store did not answer in time');
       }
       const reason = isAxiosError(err) ? `${err.code ?? 'error'}: ${err.message}` : String(err);
-      throw new BadGatewayException(`Cannot reach the secret store at ${url}: ${reason}`);
+      this.logger.warn(`GET ${url}: ${reason}`);
+      throw new BadGatewayException('the secret store cannot be reached');
     }
+    // A redirect is not followed (the token would go along): its body is not the store's to relay.
+    if (answer.status >= 300 && answer.status < 400) {
+      this.logger.warn(`GET ${url}: the secret store answered ${answer.status}, not followed`);
+      throw new BadGatewayException('the secret store gave an unexpected answer');
+    }
+    return answer;
   }
 }
