@@ -1,10 +1,16 @@
 import 'reflect-metadata';
 import { Controller, type ExecutionContext, Get } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { createPrivateKey, randomUUID, sign } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { Registry } from 'prom-client';
-import { AllowServiceAccounts, Audience, K8sAuthModule, ServiceAccountGuard, TokenReviewer } from '@k8s-auth/nestjs';
-import { kubernetesKeyId } from '@k8s-auth/nestjs/testing';
+import {
+  AllowServiceAccounts,
+  Audience,
+  K8sAuthModule,
+  ServiceAccountGuard,
+  TOKEN_AUTHENTICATOR,
+} from '@k8s-auth/nestjs';
+import { signJwt } from '@k8s-auth/nestjs/testing';
 
 // The memory part of `npm run bench`, in a process of its own (started with --expose-gc by bench/run.ts): distinct
 // tokens, each signed here with a key the API server trusts, go through ServiceAccountGuard.canActivate one by one
@@ -64,13 +70,7 @@ function collect(): void {
 
 async function main(): Promise<void> {
   const input = JSON.parse(process.env['BENCH_MEMORY_INPUT'] ?? '') as MemoryInput;
-  const key = createPrivateKey(input.signingKey);
-  const header = Buffer.from(JSON.stringify({ alg: 'ES256', kid: kubernetesKeyId(key) })).toString('base64url');
-  const tokenFor = () => {
-    const payload = Buffer.from(JSON.stringify({ ...input.claims, jti: randomUUID() })).toString('base64url');
-    const signature = sign('sha256', Buffer.from(`${header}.${payload}`), { key, dsaEncoding: 'ieee-p1363' });
-    return `${header}.${payload}.${signature.toString('base64url')}`;
-  };
+  const tokenFor = () => signJwt(input.signingKey, { ...input.claims, jti: randomUUID() });
 
   const app = await NestFactory.createApplicationContext(
     // The defaults, maxCacheEntries included: this measures the default bound.
@@ -78,10 +78,11 @@ async function main(): Promise<void> {
     { logger: ['error'] },
   );
   const guard = app.get(ServiceAccountGuard);
-  const reviewer = app.get(TokenReviewer);
+  // The module's CachedAuthenticator: its accepted answers are what the default bound keeps.
+  const answers = (app.get(TOKEN_AUTHENTICATOR) as { acceptances: { clear(): void; size: number } }).acceptances;
   // One call first, so that everything loaded once (kubeconfig, agent, route policy) is in the baseline.
   await guard.canActivate(contextFor(tokenFor()));
-  (reviewer as unknown as { cache: { clear(): void } }).cache.clear();
+  answers.clear();
   collect();
   const baseline = heapMb();
 
@@ -108,7 +109,7 @@ async function main(): Promise<void> {
   clearInterval(sampler);
   collect();
   const after = heapMb();
-  const cacheEntries = (reviewer as unknown as { cache: { size: number } }).cache.size;
+  const cacheEntries = answers.size;
   await app.close();
   const output: MemoryOutput = {
     tokens: next,

@@ -1,7 +1,8 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { Agent, request, type RequestOptions } from 'node:https';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { kubernetesKeyId, type ServiceAccountRef } from '@k8s-auth/nestjs/testing';
+import type { ServiceAccountRef } from '@k8s-auth/nestjs/testing';
 
 /**
  * JSON over one keep-alive HTTPS agent, for the benchmark's own calls to the API server (minting thousands of tokens
@@ -108,27 +109,13 @@ export async function tokenReview(client: KubeClient, token: string, audiences: 
   return review.status?.authenticated === true;
 }
 
-// Plain JavaScript, so worker threads need no TypeScript loader.
-const SIGNER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { createPrivateKey, randomUUID, sign } = require('node:crypto');
-const { keyPem, header, claims, count } = workerData;
-const key = createPrivateKey(keyPem);
-const ec = header.alg.startsWith('ES');
-const h = Buffer.from(JSON.stringify(header)).toString('base64url');
-const tokens = [];
-for (let i = 0; i < count; i++) {
-  const p = Buffer.from(JSON.stringify({ ...claims, jti: randomUUID() })).toString('base64url');
-  const input = h + '.' + p;
-  const signature = ec ? sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }) : sign('sha256', Buffer.from(input), key);
-  tokens.push(input + '.' + signature.toString('base64url'));
-}
-parentPort.postMessage(tokens);
-`;
+// The worker is TypeScript: it loads through the benchmark's own loader (SWC_NODE_PROJECT is inherited).
+const SIGNER = `require('@swc-node/register'); require(${JSON.stringify(join(__dirname, 'sign-tokens.worker.ts'))});`;
 
 /**
  * Signs `count` distinct tokens (each its own `jti`) with `claims`, as the API server would with `keyPem`, on
- * `workers` threads. The API server accepts them like the ones it mints, when it trusts the key.
+ * `workers` threads, with the testing kit's signJwt. The API server accepts them like the ones it mints, when it
+ * trusts the key.
  */
 export async function signTokens(
   keyPem: string,
@@ -137,13 +124,12 @@ export async function signTokens(
   count: number,
   workers = 2,
 ): Promise<string[]> {
-  const header = { alg, kid: kubernetesKeyId(keyPem) };
   const shares = Array.from({ length: workers }, (_, i) => Math.floor(count / workers) + (i < count % workers ? 1 : 0));
   const parts = await Promise.all(
     shares.map(
       (share) =>
         new Promise<string[]>((resolve, reject) => {
-          const worker = new Worker(SIGNER, { eval: true, workerData: { keyPem, header, claims, count: share } });
+          const worker = new Worker(SIGNER, { eval: true, workerData: { keyPem, alg, claims, count: share } });
           worker.once('message', (tokens: string[]) => {
             resolve(tokens);
             void worker.terminate();

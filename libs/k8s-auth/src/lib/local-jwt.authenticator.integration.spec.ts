@@ -1,8 +1,10 @@
+import { RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { Controller, Get, type INestApplication, UseGuards } from '@nestjs/common';
 import { createHmac, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Registry } from 'prom-client';
 import request from 'supertest';
 import {
   AllowServiceAccounts,
@@ -27,7 +29,7 @@ import {
   startControlPlane,
 } from '../testing';
 import { API, DATA_STORE, GuardedApps, mintToken, REVIEWER, sleep } from './guarded-apps.spec-support';
-import { KubernetesApiClient } from './kubernetes-api.client';
+import { KubernetesApiClient, KubernetesApiError } from './kubernetes-api.client';
 
 // Every decision of local verification against a real kube-apiserver, side by side with what TokenReview decides
 // for the same token: tokens are minted through TokenRequest, or signed here at run time with the API server's own
@@ -56,7 +58,6 @@ describe('local verification against a real API server', () => {
 
   let local: INestApplication;
   let localReview: INestApplication;
-  let localInline: INestApplication;
   let review: INestApplication;
 
   const boot = (options: K8sAuthModuleOptions) =>
@@ -68,10 +69,7 @@ describe('local verification against a real API server', () => {
   /** Status and message from the local app and from the TokenReview app, which must agree. */
   async function decisions(token: string): Promise<{ local: string; review: string }> {
     const show = (r: request.Response) => `${r.status} ${r.status === 200 ? '' : r.body.message}`.trim();
-    const fromLocal = show(await get(local, token));
-    // Every decision is the same with the signatures checked on the event loop instead of the verification thread.
-    expect(show(await get(localInline, token))).toBe(fromLocal);
-    return { local: fromLocal, review: show(await get(review, token)) };
+    return { local: show(await get(local, token)), review: show(await get(review, token)) };
   }
 
   const mint = (account: ServiceAccountRef, audiences?: string[], pod?: { name: string; uid: string }) =>
@@ -119,7 +117,6 @@ describe('local verification against a real API server', () => {
 
     local = await boot({ verification: 'local' });
     localReview = await boot({ verification: 'local+review', cacheTtlMs: 1000 });
-    localInline = await boot({ verification: 'local', verificationThread: false });
     review = await boot({});
   });
 
@@ -323,5 +320,76 @@ describe('local verification against a real API server', () => {
     expect(status).toBe(403);
     expect((await get(localReview, token)).body.message).toBe('invalid token');
     await get(local, token).expect(200);
+  });
+
+  describe('while its service account may not read the keys (issuer discovery not granted)', () => {
+    // The API server grants OIDC discovery to every service account through this bootstrap binding; without it, an
+    // app in local mode starts with no keys.
+    const DISCOVERY_BINDING = 'system:service-account-issuer-discovery';
+    const MIN_REFRESH_MS = 10_000;
+
+    /** Whether the reviewer (the app's own account) may read the discovery document now. */
+    async function mayReadDiscovery(): Promise<boolean> {
+      const client = new KubernetesApiClient({ kubeconfig, retries: 0 });
+      try {
+        await client.get('/.well-known/openid-configuration');
+        return true;
+      } catch (err) {
+        if (err instanceof KubernetesApiError && err.failure === 'forbidden') return false;
+        throw err;
+      } finally {
+        client.onApplicationShutdown();
+      }
+    }
+
+    async function until(condition: () => Promise<boolean>): Promise<void> {
+      const deadline = Date.now() + 10_000;
+      while (!(await condition())) {
+        if (Date.now() > deadline) throw new Error('RBAC did not change within 10 s');
+        await sleep(100);
+      }
+    }
+
+    /** The app's `k8s_auth_jwks_fetches_total`, by outcome. */
+    async function keyFetches(metrics: Registry): Promise<{ success: number; error: number }> {
+      const values = (await metrics.getSingleMetric('k8s_auth_jwks_fetches_total')?.get())?.values ?? [];
+      const of = (outcome: string) => values.find((v) => v.labels['outcome'] === outcome)?.value ?? 0;
+      return { success: of('success'), error: of('error') };
+    }
+
+    it('answers 503 with Retry-After, and fetches the keys at most once per jwksMinRefreshIntervalMs', async () => {
+      const rbac = cp.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
+      const binding = await rbac.readClusterRoleBinding({ name: DISCOVERY_BINDING });
+      const token = await mint(API);
+      const metrics = new Registry();
+      let app: INestApplication;
+      let bootedAt: number;
+      await rbac.deleteClusterRoleBinding({ name: DISCOVERY_BINDING });
+      try {
+        await until(async () => !(await mayReadDiscovery()));
+        app = await boot({ verification: 'local', jwksMinRefreshIntervalMs: MIN_REFRESH_MS, metrics });
+        bootedAt = Date.now();
+        for (let i = 0; i < 20; i++) {
+          const answer = await get(app, token).expect(503);
+          expect(answer.headers['retry-after']).toBe('5');
+          expect(answer.body.message).toBe('authentication is unavailable, retry later');
+        }
+        expect(Date.now() - bootedAt).toBeLessThan(MIN_REFRESH_MS);
+        // The fetch at start-up only: while no keys are held, requests do not fetch again within the interval.
+        expect(await keyFetches(metrics)).toEqual({ success: 0, error: 1 });
+      } finally {
+        // Other tests need it; the API server would recreate it only at its next start.
+        const { name, labels, annotations } = binding.metadata ?? {};
+        await rbac.createClusterRoleBinding({
+          body: { metadata: { name, labels, annotations }, roleRef: binding.roleRef, subjects: binding.subjects },
+        });
+      }
+
+      // Granted again: the first request after the interval fetches the keys, and is let through.
+      await until(mayReadDiscovery);
+      await sleep(bootedAt + MIN_REFRESH_MS - Date.now());
+      await get(app, token).expect(200);
+      expect(await keyFetches(metrics)).toEqual({ success: 1, error: 1 });
+    });
   });
 });

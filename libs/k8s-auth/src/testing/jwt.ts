@@ -1,8 +1,11 @@
-import { createHash, createPrivateKey, createPublicKey, type KeyObject, randomUUID, sign } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, type KeyObject, randomUUID } from 'node:crypto';
+import { type Algorithm, createSigner, type JwtHeader as FastJwtHeader } from 'fast-jwt';
 
 /** The header of a token to sign; `alg` and `kid` are derived from the key unless given. */
 export interface JwtHeader {
+  /** The algorithm to sign with; one that suits the key. @default RS256 for RSA, ES256/384/512 by the EC curve */
   alg?: string;
+  /** @default {@link kubernetesKeyId} of the key; `undefined` leaves it out */
   kid?: string;
   [name: string]: unknown;
 }
@@ -57,34 +60,36 @@ export function serviceAccountClaims(options: ServiceAccountClaimsOptions): Reco
   };
 }
 
+/** Per private key (PEM): its kid, and a signer per header; parsing an RSA key costs more than a signature. */
+const signingKeys = new Map<string, { kid: string; signers: Map<string, (payload: object) => string> }>();
+
 /**
- * Signs a JWT (compact JWS) with `privateKey` (PEM or KeyObject, RSA or EC). The header's `alg` defaults to the
- * key's (RS256, or ES256/384/512 by curve) and `kid` to {@link kubernetesKeyId}; give `alg: 'none'` for an unsigned
- * token (empty signature), or any header member to forge odd tokens.
+ * Signs a JWT (compact JWS) with `privateKey` (PEM or KeyObject, RSA or EC) through fast-jwt, the library the guard
+ * verifies with. The header is `alg` and `kid` as Kubernetes writes them (no `typ`), then any member of `header`
+ * (`kid: undefined` leaves the kid out). The payload is signed as given, within fast-jwt's rules: `exp` and `nbf`
+ * are positive integers when present, and no `iat` is added. Tokens no signer makes (`alg: none`, a DER ECDSA
+ * signature, an HMAC) are for a test to build by hand.
  */
 export function signJwt(privateKey: string | KeyObject, payload: object, header: JwtHeader = {}): string {
-  const key = typeof privateKey === 'string' ? createPrivateKey(privateKey) : privateKey;
-  const alg = header.alg ?? defaultAlgorithm(key);
-  const fullHeader: JwtHeader = { alg, kid: kubernetesKeyId(key), ...header };
-  if (fullHeader.kid === undefined) delete fullHeader.kid;
-  const input = `${encode(fullHeader)}.${encode(payload)}`;
-  if (alg === 'none') return `${input}.`;
-  const hash = { 256: 'sha256', 384: 'sha384', 512: 'sha512' }[alg.slice(2)] ?? 'sha256';
-  const signature = alg.startsWith('ES')
-    ? sign(hash, Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' })
-    : sign(hash, Buffer.from(input), key);
-  return `${input}.${signature.toString('base64url')}`;
-}
-
-function defaultAlgorithm(key: KeyObject): string {
-  if (key.asymmetricKeyType === 'rsa') return 'RS256';
-  const curve = key.asymmetricKeyDetails?.namedCurve;
-  if (curve === 'prime256v1') return 'ES256';
-  if (curve === 'secp384r1') return 'ES384';
-  if (curve === 'secp521r1') return 'ES512';
-  throw new Error(`no JWS algorithm for a ${key.asymmetricKeyType} key${curve ? ` on ${curve}` : ''}`);
-}
-
-function encode(value: object): string {
-  return Buffer.from(JSON.stringify(value)).toString('base64url');
+  // fast-jwt takes PEM only, and detects RS256 or ES256/384/512 from it.
+  const pem =
+    typeof privateKey === 'string' ? privateKey : privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  let key = signingKeys.get(pem);
+  if (!key) signingKeys.set(pem, (key = { kid: kubernetesKeyId(createPrivateKey(pem)), signers: new Map() }));
+  const { alg, ...members } = header;
+  const fullHeader = { typ: undefined, kid: key.kid, ...members };
+  // Without it, fast-jwt would write `iat: now` into a payload that has none.
+  const noTimestamp = (payload as { iat?: unknown }).iat === undefined;
+  const id = JSON.stringify([alg, noTimestamp, fullHeader]);
+  let sign = key.signers.get(id);
+  if (!sign) {
+    sign = createSigner({
+      key: pem,
+      ...(alg === undefined ? {} : { algorithm: alg as Algorithm }),
+      noTimestamp,
+      header: fullHeader as FastJwtHeader,
+    });
+    key.signers.set(id, sign);
+  }
+  return sign(payload);
 }
