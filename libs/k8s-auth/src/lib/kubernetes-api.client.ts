@@ -1,4 +1,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https';
@@ -45,17 +48,35 @@ export function reviewUnavailable(
   return new ReviewUnavailableError(message);
 }
 
-/** Loads the client configuration: in-cluster files inside a pod, else a kubeconfig. */
+/**
+ * Loads the client configuration: `kubeconfig` if given; else in-cluster credentials inside a pod; else `$KUBECONFIG`,
+ * else `~/.kube/config`. Throws, saying where it looked, when none of them is there: client-node would otherwise fall
+ * back to `http://localhost:8080` and every call would fail later with an unrelated message.
+ */
 export function loadKubeConfig(kubeconfig?: string): KubeConfig {
   const config = new KubeConfig();
-  if (kubeconfig) config.loadFromFile(kubeconfig);
-  else if (process.env['KUBERNETES_SERVICE_HOST'] && !process.env['KUBECONFIG']) config.loadFromCluster();
-  else config.loadFromDefault();
-  if (!config.getCurrentCluster()) {
+  const env = process.env;
+  const inCluster = Boolean(env['KUBERNETES_SERVICE_HOST']) && !env['KUBECONFIG'];
+  // HOME first, as client-node's loadFromDefault looks there.
+  const defaultFile = join(env['HOME'] || homedir(), '.kube', 'config');
+  try {
+    if (kubeconfig) config.loadFromFile(kubeconfig);
+    else if (inCluster) config.loadFromCluster();
+    else if (env['KUBECONFIG'] || existsSync(defaultFile)) config.loadFromDefault();
+    else {
+      throw new Error(
+        'found no credentials: no kubeconfig option, not in a pod (KUBERNETES_SERVICE_HOST is not set), ' +
+          `KUBECONFIG is not set, and ${defaultFile} does not exist`,
+      );
+    }
+  } catch (err) {
+    const where = kubeconfig ?? (inCluster ? 'in-cluster credentials' : (env['KUBECONFIG'] ?? defaultFile));
     throw new Error(
-      `No Kubernetes cluster configured (kubeconfig: ${kubeconfig ?? process.env['KUBECONFIG'] ?? '~/.kube/config'})`,
+      `Cannot load a Kubernetes client configuration (${where}): ${err instanceof Error ? err.message : String(err)}`,
     );
   }
+  const server = config.getCurrentCluster()?.server;
+  if (!server) throw new Error(`No Kubernetes cluster in the client configuration (${kubeconfig ?? 'default'})`);
   return config;
 }
 
@@ -76,6 +97,15 @@ export class KubernetesApiClient implements OnApplicationShutdown {
   constructor(@Inject(MODULE_OPTIONS_TOKEN) private readonly options: K8sAuthModuleOptions) {
     this.timeoutMs = options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
     this.retries = options.retries ?? DEFAULTS.retries;
+  }
+
+  /**
+   * Loads the client configuration now, so that a service that reviews tokens stops at start-up, saying where it
+   * looked, rather than answering every token with 503.
+   * @throws Error when there are no usable credentials.
+   */
+  checkConfiguration(): void {
+    this.connection();
   }
 
   /** Loaded on first use: an app that only reads a projected token file needs no kubeconfig. */

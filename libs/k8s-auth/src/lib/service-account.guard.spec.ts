@@ -2,6 +2,9 @@ import { Controller, Get, type INestApplication, Module, type Type, UseGuards } 
 import { APP_GUARD } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import request from 'supertest';
 import { RecordingLogger } from '../testing/recording-logger';
 import type { AccessAttributes } from './access-check';
@@ -17,6 +20,7 @@ import {
 import { Caller } from './caller.decorator';
 import { AllowServiceAccounts, Audience, PublicRoute } from './k8s-auth.decorators';
 import { K8sAuthModule } from './k8s-auth.module';
+import { KubernetesApiClient } from './kubernetes-api.client';
 import { RequireAccess } from './require-access.decorator';
 import { ServiceAccountGuard } from './service-account.guard';
 
@@ -194,7 +198,7 @@ const ADAPTERS: Array<[string, () => FastifyAdapter | undefined]> = [
 async function createApp(
   adapter: FastifyAdapter | undefined,
   logger: RecordingLogger,
-  fakes: { tokens: FakeAuthenticator; access: FakeAccessReviewer },
+  fakes: { tokens: FakeAuthenticator; access: FakeAccessReviewer; api?: KubernetesApiClient },
   metadata: { controllers?: Type[]; imports?: Type[]; providers?: never[] },
 ): Promise<INestApplication> {
   const moduleRef = await Test.createTestingModule({
@@ -205,6 +209,8 @@ async function createApp(
     .useValue(fakes.tokens)
     .overrideProvider(AccessReviewer)
     .useValue(fakes.access)
+    .overrideProvider(KubernetesApiClient)
+    .useValue(fakes.api ?? { checkConfiguration: () => undefined })
     .compile();
   const app = adapter
     ? moduleRef.createNestApplication(adapter, { logger })
@@ -345,6 +351,60 @@ describe.each(ADAPTERS)('ServiceAccountGuard at start-up on %s', (_name, adapter
     await expect(createApp(adapterFor(), logger, fakes(), { controllers: [controller] })).rejects.toThrow(message);
   });
 
+  it('stops start-up, saying where it looked, when there are no credentials for the API server', async () => {
+    const saved = { ...process.env };
+    const home = mkdtempSync(join(tmpdir(), 'k8s-auth-no-home-'));
+    try {
+      process.env['HOME'] = home;
+      delete process.env['KUBECONFIG'];
+      delete process.env['KUBERNETES_SERVICE_HOST'];
+      const api = new KubernetesApiClient({});
+      await expect(
+        createApp(adapterFor(), logger, { ...fakes(), api }, { controllers: [WhoController] }),
+      ).rejects.toThrow(
+        `Cannot load a Kubernetes client configuration (${join(home, '.kube', 'config')}): found no credentials: no ` +
+          'kubeconfig option, not in a pod (KUBERNETES_SERVICE_HOST is not set), KUBECONFIG is not set',
+      );
+      // Without a guarded route (a service that only sends tokens), no credentials are needed.
+      const plain = await createApp(adapterFor(), logger, { ...fakes(), api }, { controllers: [] });
+      await plain.close();
+    } finally {
+      process.env = saved;
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  it('guards routes of feature modules, with a bare import of K8sAuthModule or none', async () => {
+    @Module({ imports: [K8sAuthModule], controllers: [WhoController] })
+    class WithImport {}
+    @Module({ controllers: [ListedController] })
+    class WithoutImport {}
+    const moduleRef = await Test.createTestingModule({
+      imports: [K8sAuthModule.forRoot({ metrics: false }), WithImport, WithoutImport],
+    })
+      .overrideProvider(TOKEN_AUTHENTICATOR)
+      .useValue(new FakeAuthenticator())
+      .overrideProvider(AccessReviewer)
+      .useValue(new FakeAccessReviewer())
+      .overrideProvider(KubernetesApiClient)
+      .useValue({ checkConfiguration: () => undefined })
+      .compile();
+    const adapter = adapterFor();
+    const app = adapter
+      ? moduleRef.createNestApplication(adapter, { logger })
+      : moduleRef.createNestApplication({ logger });
+    await app.init();
+    if (adapter) await adapter.getInstance().ready();
+    try {
+      const asApi = (path: string) => request(app.getHttpServer()).get(path).set('Authorization', `Bearer ${TOKEN}`);
+      expect((await asApi('/who').expect(200)).body).toEqual({ username: 'system:serviceaccount:api:api' });
+      await asApi('/listed').expect(200);
+      await request(app.getHttpServer()).get('/who').expect(401);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('checks every route under a global guard, and only guarded routes otherwise', async () => {
     @Controller('plain')
     class PlainController {
@@ -365,9 +425,13 @@ describe.each(ADAPTERS)('ServiceAccountGuard at start-up on %s', (_name, adapter
     await app.close();
 
     @Module({ controllers: [PlainController], providers: [{ provide: APP_GUARD, useClass: ServiceAccountGuard }] })
-    class GloballyGuarded {}
-    await expect(createApp(adapterFor(), logger, fakes(), { imports: [GloballyGuarded] })).rejects.toThrow(
-      'PlainController.plain is guarded by ServiceAccountGuard but names no audience',
-    );
+    class GuardedByClass {}
+    @Module({ controllers: [PlainController], providers: [{ provide: APP_GUARD, useExisting: ServiceAccountGuard }] })
+    class GuardedByExisting {}
+    for (const globallyGuarded of [GuardedByClass, GuardedByExisting]) {
+      await expect(createApp(adapterFor(), logger, fakes(), { imports: [globallyGuarded] })).rejects.toThrow(
+        'PlainController.plain is guarded by ServiceAccountGuard but names no audience',
+      );
+    }
   });
 });

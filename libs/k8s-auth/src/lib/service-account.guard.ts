@@ -26,6 +26,7 @@ import { isCallerAllowed, PolicyConfigurationError } from './caller-policy';
 import { DEFAULTS } from './k8s-auth.constants';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
+import { KubernetesApiClient } from './kubernetes-api.client';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { setRequestCaller } from './request-callers';
 import { RoutePolicies, type RoutePolicy } from './route-policy';
@@ -57,11 +58,16 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
     protected readonly policies: RoutePolicies,
     protected readonly accessReviewer: AccessReviewer,
     protected readonly metrics: K8sAuthMetrics,
+    private readonly api: KubernetesApiClient,
   ) {}
 
-  /** Checks every guarded route's decorators as the app starts: a misconfigured route stops start-up. */
+  /**
+   * Checks every guarded route's decorators as the app starts, and that the API server can be reached with some
+   * credentials: a misconfigured route, or a service with no credentials, stops start-up.
+   */
   onApplicationBootstrap(): void {
-    this.policies.checkAll((guard) => isServiceAccountGuard(guard));
+    const guarded = this.policies.checkAll((guard) => isServiceAccountGuard(guard));
+    if (guarded > 0) this.api.checkConfiguration();
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
