@@ -1,8 +1,10 @@
 import { Logger } from '@nestjs/common';
 import { promises as fs } from 'node:fs';
 import { describeAttacks } from './attacks';
+import { describeCallerIsolation } from './caller-isolation';
 import { describeFaults } from './faults';
 import { describeFuzz } from './fuzz';
+import { describeReviewBudget } from './review-budget';
 import { describeSecrets } from './secrets';
 import { Figures, type SuiteContext } from './support/context';
 import { SecurityEnvironment } from './support/environment';
@@ -13,9 +15,10 @@ import { summaryFile } from './support/summary-file';
 /**
  * The security and reliability suite: the services of this repository on a real kube-apiserver and
  * etcd, attacked, faulted and fuzzed, then every log and answer searched for tokens. One control
- * plane for all four areas, which run in this order; the secrets area runs last because it reads
- * everything the others produced. Each area adds its figures; the summary lines are printed at the
- * very end of the run (jest.global-teardown.ts). SECURITY_KEEP_RUN_DIR=1 keeps the logs.
+ * plane for all six areas, which run in this order. The review budget runs late because it counts
+ * the API server's TokenReviews while nothing else sends any; the secrets area runs last because it
+ * reads everything the others produced. Each area adds its figures; the summary lines are printed
+ * at the very end of the run (jest.global-teardown.ts). SECURITY_KEEP_RUN_DIR=1 keeps the logs.
  */
 const ledger = new SecretLedger();
 const ctx = {
@@ -46,7 +49,9 @@ describe('security and reliability, on a real control plane', () => {
   }, 60_000);
 
   describeAttacks(ctx);
+  describeCallerIsolation(ctx);
   describeFaults(ctx);
   describeFuzz(ctx);
+  describeReviewBudget(ctx);
   describeSecrets(ctx);
 });

@@ -7,6 +7,15 @@ export class Figures {
   readonly faults = { scenarios: 0, lost: 0, unexpected5xx: 0 };
   readonly fuzz = { inputs: 0, fiveXx: 0 };
   secrets: { leaks: number; lines: number } | undefined;
+  /** What tokens cost the API server and its callers (the review-budget area); each set once measured. */
+  readonly reviews: {
+    malformed?: { tokens: number; reviews: number };
+    expired?: { tokens: number; reviews: number };
+    nonCanonical?: { reviews: number };
+    flood?: { forgeries: number; accepted: number; unexpected5xx: number; answered503: number };
+    cachedCaller?: { forgeries: number; reviews: number };
+    inFlight?: { burst: number; atOnce: number; accepted: number; unexpected5xx: number };
+  } = {};
 
   /** One line per area that ran, in the suite's order. */
   lines(): string[] {
@@ -21,6 +30,25 @@ export class Figures {
       );
     }
     if (this.fuzz.inputs > 0) lines.push(`fuzz: ${this.fuzz.inputs} inputs, ${this.fuzz.fiveXx} 5xx`);
+    const { malformed, expired, nonCanonical, flood, cachedCaller, inFlight } = this.reviews;
+    if (malformed) lines.push(`reviews for ${malformed.tokens} tokens that are not JWTs: ${malformed.reviews}`);
+    if (expired) lines.push(`reviews for ${expired.tokens} expired forgeries: ${expired.reviews}`);
+    if (nonCanonical) lines.push(`reviews for a non-canonical spelling of a genuine token: ${nonCanonical.reviews}`);
+    if (flood) {
+      lines.push(
+        `flood: ${flood.forgeries} forgeries, ${flood.accepted} accepted, ${flood.unexpected5xx} 5xx other than 503 ` +
+          `(${flood.answered503} answered 503)`,
+      );
+    }
+    if (cachedCaller) {
+      lines.push(`reviews the cached caller needed after ${cachedCaller.forgeries} forgeries: ${cachedCaller.reviews}`);
+    }
+    if (inFlight) {
+      lines.push(
+        `in flight: ${inFlight.burst} new forgeries at once on a slow API server, ${inFlight.atOnce} answered 503 at once, ` +
+          `${inFlight.accepted} accepted, ${inFlight.unexpected5xx} 5xx other than 503`,
+      );
+    }
     if (this.secrets) lines.push(`secrets: ${this.secrets.leaks} leaks in ${this.secrets.lines} log lines`);
     return lines;
   }

@@ -48,3 +48,28 @@ export function retimedClaims(
 ): Record<string, unknown> {
   return { ...minted, iat: issuedAt, nbf: issuedAt, exp: expiresAt, jti: randomUUID() };
 }
+
+const BASE64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * Another spelling of the same bytes: the last character of a segment whose length leaves 2 or 3 over
+ * 4 carries 4 or 2 bits no byte uses, which an encoder leaves zero and a lenient decoder ignores. The
+ * lowest of them is set in the last such segment (the signature of an RS256 token). Undefined if no
+ * segment has unused bits.
+ */
+export function nonCanonicalSpelling(token: string): string | undefined {
+  const segments = token.split('.');
+  for (let i = segments.length - 1; i >= 0; i--) {
+    const segment = segments[i];
+    if (segment.length % 4 !== 2 && segment.length % 4 !== 3) continue;
+    const last = BASE64URL_ALPHABET.indexOf(segment[segment.length - 1]);
+    if (last < 0) continue;
+    const bytes = Buffer.from(segment, 'base64url');
+    if (bytes.toString('base64url') !== segment) throw new Error(`segment ${i} is not canonical base64url already`);
+    const spelled = `${segment.slice(0, -1)}${BASE64URL_ALPHABET[last ^ 1]}`;
+    if (!Buffer.from(spelled, 'base64url').equals(bytes)) throw new Error(`segment ${i}: its new spelling differs`);
+    segments[i] = spelled;
+    return segments.join('.');
+  }
+  return undefined;
+}

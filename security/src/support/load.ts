@@ -48,3 +48,30 @@ export class Load {
 export function unexpected5xx(outcomes: HttpOutcome[]): number {
   return outcomes.filter((o) => o.status >= 500 && o.status !== 503).length;
 }
+
+/** What {@link sendBounded} sent: every outcome, in the order the answers came (fewer than asked if time ran out). */
+export interface BoundedRun {
+  outcomes: HttpOutcome[];
+  elapsedMs: number;
+}
+
+/**
+ * Sends `count` requests (`send(i)` for i = 0 … count - 1), `concurrency` at a time, and sends no more
+ * once `budgetMs` has passed: a flood that the target slows down ends in bounded time all the same.
+ */
+export async function sendBounded(
+  count: number,
+  concurrency: number,
+  budgetMs: number,
+  send: (index: number) => Promise<HttpOutcome>,
+): Promise<BoundedRun> {
+  const outcomes: HttpOutcome[] = [];
+  const started = Date.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count && Date.now() - started < budgetMs) outcomes.push(await send(next++));
+    }),
+  );
+  return { outcomes, elapsedMs: Date.now() - started };
+}

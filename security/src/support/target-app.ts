@@ -6,6 +6,7 @@ import { createServer, type Server } from 'node:http';
 import { Registry } from 'prom-client';
 import {
   AllowServiceAccounts,
+  Audience,
   Caller,
   type CallerIdentity,
   K8sAuthModule,
@@ -13,7 +14,35 @@ import {
 } from '@k8s-auth/nestjs';
 
 /** How often each handler of the target ran: an attack must never move these. */
-export const handlerCalls = { guarded: 0, tenant: 0 };
+export const handlerCalls = { guarded: 0, tenant: 0, mutate: 0, whoami: 0, dataStoreOnly: 0, inherited: 0 };
+
+/** What the mutating handler saw: the identity before and after, and what each attempt did. */
+export interface MutationReport {
+  before: CallerIdentity;
+  after: CallerIdentity;
+  attempts: Record<string, string>;
+}
+
+/** The identity as a handler in plain JavaScript (or one that casts) sees it: readonly types bind nobody. */
+interface WritableIdentity {
+  username: string;
+  namespace: string;
+  serviceAccount: string;
+  groups: string[];
+  audiences: string[];
+  podName?: string;
+}
+
+/** Runs one mutation: `threw <error name>` (a frozen identity), `no effect`, or `changed` it. */
+function attempt(caller: CallerIdentity, mutate: (caller: WritableIdentity) => void): string {
+  const before = JSON.stringify(caller);
+  try {
+    mutate(caller as unknown as WritableIdentity);
+  } catch (err) {
+    return `threw ${(err as Error).name}`;
+  }
+  return JSON.stringify(caller) === before ? 'no effect' : 'changed';
+}
 
 @Controller()
 class TargetController {
@@ -32,7 +61,64 @@ class TargetController {
     handlerCalls.tenant++;
     return { for: caller.username };
   }
+
+  /** A handler that tries to make api:api's identity data-store:data-store's, with more groups and audiences. */
+  @Get('caller/mutate')
+  @AllowServiceAccounts('api:api')
+  mutate(@Caller() caller: CallerIdentity): MutationReport {
+    handlerCalls.mutate++;
+    const before = structuredClone(caller);
+    const attempts = {
+      'groups.push': attempt(caller, (c) => c.groups.push('system:masters')),
+      namespace: attempt(caller, (c) => (c.namespace = 'data-store')),
+      serviceAccount: attempt(caller, (c) => (c.serviceAccount = 'data-store')),
+      username: attempt(caller, (c) => (c.username = 'system:serviceaccount:data-store:data-store')),
+      'audiences.push': attempt(caller, (c) => c.audiences.push('data-store')),
+      podName: attempt(caller, (c) => (c.podName = 'data-store-0')),
+    };
+    return { before, after: structuredClone(caller), attempts };
+  }
+
+  /** The identity a later request is given, whole. */
+  @Get('caller/whoami')
+  @AllowServiceAccounts('api:api')
+  whoami(@Caller() caller: CallerIdentity): CallerIdentity {
+    handlerCalls.whoami++;
+    return caller;
+  }
+
+  /** Decided by the identity's namespace and name: api:api gets in only if its cached identity was rewritten. */
+  @Get('data-store-only')
+  @AllowServiceAccounts('data-store:data-store')
+  dataStoreOnly(@Caller() caller: CallerIdentity) {
+    handlerCalls.dataStoreOnly++;
+    return { for: caller.username };
+  }
 }
+
+/**
+ * One handler, inherited by two controllers with different policies: Nest routes both to the same
+ * function, and a policy kept per handler function alone serves whichever controller is asked first.
+ */
+class InheritedBase {
+  @Get('x')
+  x(@Caller() caller: CallerIdentity) {
+    handlerCalls.inherited++;
+    return { controller: this.constructor.name, for: caller.username };
+  }
+}
+
+/** api:api with a token for `secret-store`. */
+@Controller('inherited-api')
+@AllowServiceAccounts('api:api')
+@Audience('secret-store')
+class InheritedForApi extends InheritedBase {}
+
+/** data-store:data-store with a token for `data-store`: another allowlist and another audience. */
+@Controller('inherited-data-store')
+@AllowServiceAccounts('data-store:data-store')
+@Audience('data-store')
+class InheritedForDataStore extends InheritedBase {}
 
 export interface TargetApp {
   app: INestApplication;
@@ -68,7 +154,7 @@ export async function startTargetApp(options: TargetOptions): Promise<TargetApp>
         metrics,
       }),
     ],
-    controllers: [TargetController],
+    controllers: [TargetController, InheritedForApi, InheritedForDataStore],
     providers: [{ provide: APP_GUARD, useExisting: ServiceAccountGuard }],
   }).compile();
   const adapter = new ExpressAdapter();

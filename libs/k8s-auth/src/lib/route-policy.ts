@@ -47,6 +47,10 @@ export class RoutePolicies {
   private readonly logger = new Logger('ServiceAccountGuard');
   private readonly known = new WeakMap<Type, WeakMap<Handler, RoutePolicy>>();
   private checked = false;
+  private readonly allowed = { namespaces: new Set<string>(), serviceAccounts: new Set<string>() };
+  private markAllChecked!: () => void;
+  /** Resolves once {@link checkAll} has read every guarded route: {@link allowlisted} is complete from then on. */
+  readonly allChecked = new Promise<void>((resolve) => (this.markAllChecked = resolve));
 
   constructor(
     @Inject(MODULE_OPTIONS_TOKEN) private readonly options: K8sAuthModuleOptions,
@@ -63,20 +67,34 @@ export class RoutePolicies {
     let byHandler = this.known.get(controller);
     if (!byHandler) this.known.set(controller, (byHandler = new WeakMap()));
     let policy = byHandler.get(handler);
-    if (!policy) byHandler.set(handler, (policy = this.read(controller, handler)));
+    if (!policy) {
+      byHandler.set(handler, (policy = this.read(controller, handler)));
+      for (const namespace of policy.callers?.namespaces ?? []) this.allowed.namespaces.add(namespace);
+      for (const account of policy.callers?.serviceAccounts ?? []) this.allowed.serviceAccounts.add(account);
+    }
     return policy;
   }
 
+  /** The namespaces and `namespace:name` service accounts that the allowlists of the routes read so far name. */
+  allowlisted(): { namespaces: ReadonlySet<string>; serviceAccounts: ReadonlySet<string> } {
+    return { namespaces: new Set(this.allowed.namespaces), serviceAccounts: new Set(this.allowed.serviceAccounts) };
+  }
+
   /**
-   * Reads the policy of every route that `isGuard` guards (through `@UseGuards` or as an `APP_GUARD`), once.
+   * Reads the policy of every route that `isGuard` guards (through `@UseGuards` or as an `APP_GUARD`), once, and
+   * returns how many there are (0 after the first call).
    * @throws PolicyConfigurationError for the first route that is misconfigured.
    */
-  checkAll(isGuard: (guard: unknown) => boolean): void {
-    if (this.checked) return;
+  checkAll(isGuard: (guard: unknown) => boolean): number {
+    if (this.checked) return 0;
     this.checked = true;
     const global = this.discovery
       .getProviders()
-      .some((w) => typeof w.token === 'string' && w.token.startsWith(APP_GUARD) && isGuard(w.metatype));
+      // `useClass` names the guard as the provider's class, `useExisting` only through the instance.
+      .some(
+        (w) =>
+          typeof w.token === 'string' && w.token.startsWith(APP_GUARD) && (isGuard(w.metatype) || isGuard(w.instance)),
+      );
     let count = 0;
     for (const wrapper of this.discovery.getControllers()) {
       const controller = wrapper.metatype as Type | undefined;
@@ -91,6 +109,8 @@ export class RoutePolicies {
       }
     }
     this.logger.log(`${count} guarded route(s) checked`);
+    this.markAllChecked();
+    return count;
   }
 
   private guardsOn(target: object): unknown[] {

@@ -3,6 +3,8 @@ import { APP_GUARD } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { mkdtempSync, rmSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
@@ -297,6 +299,25 @@ describe.each(ADAPTERS)('ServiceAccountGuard on %s', (_name, adapterFor) => {
     expect(missing.headers['www-authenticate']).toBe('Bearer');
     tokens.caller = undefined;
     expect((await get('/who').expect(403)).body.message).toBe('invalid token');
+  });
+
+  it('answers 401 to a request with two Authorization headers, whichever comes first', async () => {
+    const server = app.getHttpServer() as Server;
+    if (!server.listening) await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const status = await new Promise<string>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () =>
+        socket.write(
+          `GET /who HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\n` +
+            `Authorization: Bearer ${TOKEN}\r\nConnection: close\r\n\r\n`,
+        ),
+      );
+      let answer = '';
+      socket.on('data', (chunk) => (answer += chunk.toString()));
+      socket.on('end', () => resolve(answer.split('\r\n')[0]));
+      socket.on('error', reject);
+    });
+    expect(status).toBe('HTTP/1.1 401 Unauthorized');
   });
 
   it('answers 503 with Retry-After when the token cannot be authenticated now', async () => {

@@ -21,7 +21,7 @@ import {
   TOKEN_AUTHENTICATOR,
   type TokenAuthenticator,
 } from './authentication.types';
-import { extractToken, tokenFingerprint, tokenHeadersOf } from './bearer-token';
+import { extractToken, type RequestHeaders, tokenFingerprint, tokenHeadersOf } from './bearer-token';
 import { isCallerAllowed, PolicyConfigurationError } from './caller-policy';
 import { DEFAULTS } from './k8s-auth.constants';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
@@ -37,6 +37,8 @@ export interface GuardedRequest {
   headersDistinct?: Record<string, string[] | undefined>;
   rawHeaders?: readonly string[];
   params?: Record<string, unknown>;
+  /** Fastify's request wraps Node's, which alone still has every header as sent. */
+  raw?: RequestHeaders;
 }
 
 /**
@@ -104,7 +106,7 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
   protected readToken(request: GuardedRequest, context: ExecutionContext): string {
     const headers = this.options.tokenHeaders ?? DEFAULTS.tokenHeaders;
     const extracted = extractToken(
-      tokenHeadersOf(request, headers),
+      tokenHeadersOf(request.raw ?? request, headers),
       headers,
       this.options.maxTokenBytes ?? DEFAULTS.maxTokenBytes,
     );
