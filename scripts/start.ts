@@ -22,6 +22,7 @@ async function main(): Promise<void> {
         `  secret-store  ${store.url}   (answers api:api only, audience secret-store)\n` +
         `  api           ${api.url}   (GET / asks the secret store with its own token)\n` +
         `  data-store    ${dataStore.url}   (same program as api, running as data-store:data-store)\n\n` +
+        `Health and metrics (no token): ${store.url}/readyz, ${store.url}/metrics\n` +
         `Token files (rotated like the kubelet does): ${env.dir}/tokens\n` +
         `Kubernetes: export KUBECONFIG=${env.cp.kubeconfigPath}\n\n` +
         'The walkthrough:\n',

@@ -6,11 +6,11 @@ import {
   createClusterObjects,
   createPod,
   kubeConfigFor,
-  ManagedProcess,
   type ServiceAccountRef,
   startControlPlane,
   TokenProjector,
 } from '@k8s-auth/nestjs/testing';
+import { type BuiltApp, type BuiltService, startBuiltService } from '@k8s-auth/service-runtime/testing';
 
 /**
  * The seed's three apps on a real control plane, without a kubelet: the namespaces, service accounts
@@ -25,14 +25,6 @@ export const ACCOUNTS = {
   dataStore: { namespace: 'data-store', name: 'data-store' },
 } satisfies Record<string, ServiceAccountRef>;
 
-export interface RunningService {
-  name: string;
-  url: string;
-  process: ManagedProcess;
-  logFile: string;
-  stop(): Promise<void>;
-}
-
 export interface DemoEnvironment {
   cp: ControlPlane;
   dir: string;
@@ -44,18 +36,18 @@ export interface DemoEnvironment {
     listen?: string;
     mode?: 'projected' | 'legacy';
     verification?: 'tokenReview' | 'local' | 'local+review';
-  }): Promise<RunningService>;
+  }): Promise<BuiltService>;
   startCaller(
     who: 'api' | 'data-store',
     options: { secretStoreUrl: string; listen?: string; tokenFile?: string; env?: Record<string, string> },
-  ): Promise<RunningService>;
+  ): Promise<BuiltService>;
   stop(): Promise<void>;
 }
 
 export async function startDemoEnvironment(): Promise<DemoEnvironment> {
   const cp = await startControlPlane();
   const dir = await fs.mkdtemp(join(tmpdir(), 'k8s-auth-demo-'));
-  const services: RunningService[] = [];
+  const services: BuiltService[] = [];
   let projector: TokenProjector | undefined;
   const stop = async () => {
     await Promise.all(services.map((s) => s.stop()));
@@ -90,20 +82,9 @@ export async function startDemoEnvironment(): Promise<DemoEnvironment> {
       await fs.writeFile(kubeconfigs[key], (await kubeConfigFor(cp.kubeConfig, account, 24 * 3600)).exportConfig());
     }
 
-    const run = async (name: string, main: string, env: Record<string, string>): Promise<RunningService> => {
-      // One log per process: a service started twice must not find its predecessor's address.
-      const logFile = join(dir, `${name}-${services.length + 1}.log`);
-      const child = new ManagedProcess(name, process.execPath, [join(ROOT, 'dist', 'apps', main, 'main.js')], {
-        logFile,
-        env: { ...process.env, LOG_LEVEL: 'debug', NO_COLOR: '1', ...env },
-      });
-      let url = '';
-      await child.waitUntilReady(async () => {
-        const log = await fs.readFile(logFile, 'utf8').catch(() => '');
-        url = /listening on (http:\/\/[\w.:[\]-]+)/.exec(log)?.[1] ?? '';
-        return url !== '';
-      }, 30_000);
-      const service = { name, url, process: child, logFile, stop: () => child.stop(10_000) };
+    // At debug level, as the walkthrough reads what the services log.
+    const run = async (name: string, app: BuiltApp, env: Record<string, string>): Promise<BuiltService> => {
+      const service = await startBuiltService({ app, name, logDir: dir, env: { LOG_LEVEL: 'debug', ...env } });
       services.push(service);
       return service;
     };

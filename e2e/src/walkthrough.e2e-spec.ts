@@ -2,15 +2,16 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import request from 'supertest';
 import { countApiServerRequests, freePort, mintServiceAccountToken } from '@k8s-auth/nestjs/testing';
-import { ACCOUNTS, type DemoEnvironment, type RunningService, startDemoEnvironment } from './demo-environment';
+import type { BuiltService } from '@k8s-auth/service-runtime/testing';
+import { ACCOUNTS, type DemoEnvironment, startDemoEnvironment } from './demo-environment';
 
 const GREETING = 'Hello from secret store. You have been authenticated';
 
 describe('the walkthrough: api, secret-store and data-store on a real control plane', () => {
   let env: DemoEnvironment;
-  let store: RunningService;
-  let api: RunningService;
-  let dataStore: RunningService;
+  let store: BuiltService;
+  let api: BuiltService;
+  let dataStore: BuiltService;
 
   const token = (account: { namespace: string; name: string }, audience: string) =>
     mintServiceAccountToken(env.cp.kubeConfig, account, { audiences: [audience], expirationSeconds: 600 }).then(
@@ -99,6 +100,18 @@ describe('the walkthrough: api, secret-store and data-store on a real control pl
     const ready = await request(api.url).get('/readyz').expect(200);
     expect(ready.body.info['secret-store-token'].status).toBe('up');
     await request(store.url).get('/readyz').expect(200);
+  });
+
+  it("serves the guard's metrics at /metrics without a token, in Prometheus's text format", async () => {
+    const apiToken = readFileSync(env.tokenFiles.api, 'utf8').trim();
+    await request(store.url).get('/ping').set('Authorization', `Bearer ${apiToken}`).expect(200);
+    await request(store.url).get('/ping').expect(401);
+    const metrics = await request(store.url).get('/metrics').expect(200);
+    expect(metrics.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
+    expect(metrics.text).toMatch(/^k8s_auth_guard_decisions_total\{decision="allowed"\} [1-9]\d*$/m);
+    expect(metrics.text).toMatch(/^k8s_auth_guard_decisions_total\{decision="unauthenticated"\} [1-9]\d*$/m);
+    expect(metrics.text).not.toContain(apiToken.split('.')[1].slice(0, 16));
+    await request(api.url).get('/metrics').expect(200);
   });
 
   it('keeps every request working while the kubelet-style projector rotates the token files', async () => {

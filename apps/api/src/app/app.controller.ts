@@ -1,6 +1,6 @@
 import { Controller, Get, Res } from '@nestjs/common';
 import { AllowServiceAccounts, Caller, type CallerIdentity, PublicRoute } from '@k8s-auth/nestjs';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { SecretStoreClient } from './secret-store.client';
 
 @Controller()
@@ -10,9 +10,9 @@ export class AppController {
   /** Public, as in the seed: asks the secret store, as this service, and forwards its answer. */
   @Get()
   @PublicRoute()
-  async root(@Res() res: Response): Promise<void> {
+  async root(@Res() reply: FastifyReply): Promise<void> {
     const answer = await this.secretStore.get('/');
-    res.status(answer.status).type(answer.contentType).send(answer.body);
+    reply.status(answer.status).type(answer.contentType).send(answer.body);
   }
 
   /** Only the data store may read the report, with a token meant for this service. */

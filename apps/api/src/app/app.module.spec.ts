@@ -1,6 +1,7 @@
-import type { INestApplication } from '@nestjs/common';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { freePort, RecordingLogger } from '@k8s-auth/nestjs/testing';
+import { serviceAdapter } from '@k8s-auth/service-runtime';
 import axios from 'axios';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -51,6 +52,14 @@ function tokenExpiringAt(exp: number): string {
   return `${part({ alg: 'ES256', kid: 'test' })}.${part(claims)}.${randomBytes(64).toString('base64url')}`;
 }
 
+const UNUSED_KUBECONFIG = `apiVersion: v1
+kind: Config
+clusters: [{ name: c, cluster: { server: 'https://127.0.0.1:1' } }]
+users: [{ name: u, user: {} }]
+contexts: [{ name: c, context: { cluster: c, user: u } }]
+current-context: c
+`;
+
 describe('the api', () => {
   let dir: string;
   let tokenFile: string;
@@ -58,22 +67,28 @@ describe('the api', () => {
   let store: Origin;
   let elsewhere: Origin;
   let logger: RecordingLogger;
-  const apps: INestApplication[] = [];
+  const apps: NestFastifyApplication[] = [];
 
-  async function startApi(env: Record<string, string>): Promise<INestApplication> {
+  /** The api's module on the server it runs on (runService's adapter). */
+  async function startApi(env: Record<string, string>): Promise<NestFastifyApplication> {
     const moduleRef = await Test.createTestingModule({
       imports: [AppModule.register(readApiConfig({ TOKEN_FILE: tokenFile, ...env }))],
     }).compile();
-    const app = moduleRef.createNestApplication({ logger });
+    const app = moduleRef.createNestApplication<NestFastifyApplication>(serviceAdapter(), { logger });
     apps.push(app);
     await app.init();
+    await app.getHttpAdapter().getInstance().ready();
     return app;
   }
 
   const carriesToken = (headers: IncomingHttpHeaders) => JSON.stringify(headers).includes(token);
 
+  const kubeconfigBefore = process.env['KUBECONFIG'];
   beforeAll(async () => {
     dir = await fs.mkdtemp(join(tmpdir(), 'api-spec-'));
+    // The guard checks at start-up that it has credentials for the API server; no test here reaches it.
+    process.env['KUBECONFIG'] = join(dir, 'kubeconfig');
+    await fs.writeFile(process.env['KUBECONFIG'], UNUSED_KUBECONFIG);
     tokenFile = join(dir, 'secret-store-token');
     token = tokenExpiringAt(Math.floor(Date.now() / 1000) + 600);
     await fs.writeFile(tokenFile, token);
@@ -81,6 +96,8 @@ describe('the api', () => {
     elsewhere = await origin('127.0.0.2');
   });
   afterAll(async () => {
+    if (kubeconfigBefore === undefined) delete process.env['KUBECONFIG'];
+    else process.env['KUBECONFIG'] = kubeconfigBefore;
     await Promise.all([store.close(), elsewhere.close()]);
     await fs.rm(dir, { recursive: true, force: true });
   });
@@ -104,6 +121,16 @@ describe('the api', () => {
       expect(store.seen[0].headers[header]).toBe(header === 'authorization' ? `Bearer ${token}` : token);
     },
   );
+
+  it('forwards a refusal as the store gave it: status, content type and body', async () => {
+    const refusal = JSON.stringify({ message: 'caller not allowed', error: 'Forbidden', statusCode: 403 });
+    store.respond = (_req, res) =>
+      res.writeHead(403, { 'content-type': 'application/json; charset=utf-8' }).end(refusal);
+    const app = await startApi({ SECRET_STORE_URL: store.url });
+    const res = await request(app.getHttpServer()).get('/').expect(403);
+    expect(res.headers['content-type']).toBe('application/json; charset=utf-8');
+    expect(res.text).toBe(refusal);
+  });
 
   describe.each([302, 307])('when the store answers %i to another origin', (status) => {
     it.each(['authorization', 'x-client-id'])(

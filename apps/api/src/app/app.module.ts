@@ -3,7 +3,7 @@ import { type DynamicModule, Logger, Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { HealthIndicatorService } from '@nestjs/terminus';
 import { K8sAuthModule, ServiceAccountGuard, TokenSources } from '@k8s-auth/nestjs';
-import { HealthModule } from '@k8s-auth/service-runtime';
+import { HealthModule, MetricsModule } from '@k8s-auth/service-runtime';
 import type { ApiConfig } from './api.config';
 import { API_CONFIG } from './api.tokens';
 import { AppController } from './app.controller';
@@ -45,6 +45,7 @@ export class AppModule {
             },
           ],
         }),
+        MetricsModule.forRoot(),
       ],
       controllers: [AppController],
       providers: [

@@ -1,7 +1,7 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { API_SERVER_AUDIENCE, K8sAuthModule, ServiceAccountGuard } from '@k8s-auth/nestjs';
-import { HealthModule } from '@k8s-auth/service-runtime';
+import { HealthModule, MetricsModule } from '@k8s-auth/service-runtime';
 import type { SecretStoreConfig } from './secret-store.config';
 import { SecretStoreController } from './secret-store.controller';
 
@@ -19,6 +19,7 @@ export class AppModule {
           tokenHeaders: ['authorization', 'x-client-id'],
         }),
         HealthModule.forRoot(),
+        MetricsModule.forRoot(),
       ],
       controllers: [SecretStoreController],
       providers: [{ provide: APP_GUARD, useClass: ServiceAccountGuard }],

@@ -1,7 +1,9 @@
 import { Controller, Get, type INestApplication, NotFoundException } from '@nestjs/common';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import request from 'supertest';
 import { RouteNotFoundFilter } from './route-not-found.filter';
+import { serviceAdapter } from './service-adapter';
 
 @Controller()
 class ThingsController {
@@ -11,14 +13,22 @@ class ThingsController {
   }
 }
 
-describe('RouteNotFoundFilter', () => {
+const ADAPTERS = [
+  ['Fastify (the services’ adapter)', true],
+  ['Express', false],
+] as const;
+
+describe.each(ADAPTERS)('RouteNotFoundFilter on %s', (_name, fastify) => {
   let app: INestApplication;
 
   beforeAll(async () => {
     const moduleRef = await Test.createTestingModule({ controllers: [ThingsController] }).compile();
-    app = moduleRef.createNestApplication({ logger: false });
+    app = fastify
+      ? moduleRef.createNestApplication<NestFastifyApplication>(serviceAdapter(), { logger: false })
+      : moduleRef.createNestApplication({ logger: false });
     app.useGlobalFilters(new RouteNotFoundFilter(app.getHttpAdapter()));
     await app.init();
+    if (fastify) await (app as NestFastifyApplication).getHttpAdapter().getInstance().ready();
   });
   afterAll(() => app?.close());
 

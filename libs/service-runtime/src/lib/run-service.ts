@@ -1,9 +1,11 @@
-import { type DynamicModule, type INestApplication, Logger, type LogLevel } from '@nestjs/common';
+import { ConsoleLogger, type DynamicModule, Logger, type LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { AddressInfo } from 'node:net';
 import { drainable } from './graceful-shutdown';
 import { parseListenAddress } from './listen-address';
-import { PrototypedExpressAdapter } from './prototyped-express.adapter';
 import { RouteNotFoundFilter } from './route-not-found.filter';
+import { serviceAdapter } from './service-adapter';
 
 const LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'];
 
@@ -15,20 +17,23 @@ export function logLevels(value = process.env['LOG_LEVEL'] ?? 'log'): LogLevel[]
 }
 
 /**
- * Starts a service (the module is built inside, so a bad setting is reported, not thrown): Nest app on `LISTEN_ADDR`, graceful shutdown on SIGTERM/SIGINT (in-flight
- * requests finish, new connections are refused, keep-alive connections are closed as soon as their
- * answer is sent). Unknown routes are answered without echoing the query string. Logs
- * `listening on http://host:port`, which scripts and tests read to find a service started on port 0.
+ * Starts a service (the module is built inside, so a bad setting is reported, not thrown): a Nest app on Fastify
+ * ({@link serviceAdapter}) at `LISTEN_ADDR`, graceful shutdown on SIGTERM/SIGINT (in-flight requests finish, new
+ * connections are refused, keep-alive connections are closed as soon as their answer is sent). Unknown routes are
+ * answered without echoing the query string. Logs `listening on http://host:port` at every `LOG_LEVEL`: scripts and
+ * tests read it to find a service started on port 0.
  */
 export async function runService(
   module: () => DynamicModule,
   name: string,
   defaultListenAddr: string,
-): Promise<INestApplication> {
+): Promise<NestFastifyApplication> {
   const logger = new Logger(name);
   try {
     const address = parseListenAddress(process.env['LISTEN_ADDR'] ?? defaultListenAddr);
-    const app = await NestFactory.create(module(), new PrototypedExpressAdapter(), { logger: logLevels() });
+    const app = await NestFactory.create<NestFastifyApplication>(module(), serviceAdapter(), {
+      logger: logLevels(),
+    });
     app.useGlobalFilters(new RouteNotFoundFilter(app.getHttpAdapter()));
     app.enableShutdownHooks();
     // Nest's own listeners (above) close the app; these only make the close prompt. `once`: Nest
@@ -36,8 +41,9 @@ export async function runService(
     const { drain } = drainable(app.getHttpServer());
     for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, drain);
     await app.listen(address.port, address.host);
-    const bound = app.getHttpServer().address() as { address: string; port: number };
-    logger.log(`listening on http://${address.host}:${bound.port}`);
+    const { port } = app.getHttpServer().address() as AddressInfo;
+    const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+    new ConsoleLogger(name, { logLevels: ['log'] }).log(`listening on http://${host}:${port}`);
     return app;
   } catch (err) {
     logger.error(err instanceof Error ? err.message : String(err));
