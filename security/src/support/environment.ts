@@ -7,7 +7,6 @@ import {
   createClusterObjects,
   createPod,
   kubeConfigFor,
-  ManagedProcess,
   mintServiceAccountToken,
   type MintTokenOptions,
   type ServiceAccountRef,
@@ -15,6 +14,7 @@ import {
   TokenProjector,
 } from '@k8s-auth/nestjs/testing';
 import type { SecretLedger } from './ledger';
+import { type BuiltApp, type BuiltService, startBuiltService } from '@k8s-auth/service-runtime/testing';
 
 const ROOT = resolve(__dirname, '..', '..', '..');
 
@@ -24,16 +24,8 @@ export const ACCOUNTS = {
   dataStore: { namespace: 'data-store', name: 'data-store' },
 } satisfies Record<string, ServiceAccountRef>;
 
-export interface RunningService {
-  name: string;
-  url: string;
-  port: number;
-  pid: number;
-  process: ManagedProcess;
-  logFile: string;
-  /** SIGTERM, SIGKILL after 10 s. */
-  stop(): Promise<void>;
-}
+/** A built service as the suite runs it (SIGTERM, SIGKILL after 10 s). */
+export type RunningService = BuiltService;
 
 export interface ServiceOptions {
   /** The kubeconfig the service reviews tokens with. @default its own service account's */
@@ -56,7 +48,6 @@ export class SecurityEnvironment {
   readonly pods: { api: { name: string; uid: string }; dataStore: { name: string; uid: string } };
   private readonly services: RunningService[] = [];
   private readonly projectors: TokenProjector[] = [];
-  private started = 0;
   private stopped = false;
 
   private constructor(
@@ -201,28 +192,9 @@ export class SecurityEnvironment {
     });
   }
 
-  /** Runs a built app on a free loopback port, at debug level, its output in `logs/<name>-<n>.log`. */
-  private async run(name: string, app: string, env: Record<string, string>): Promise<RunningService> {
-    const logFile = join(this.logDir, `${name}-${++this.started}.log`);
-    const child = new ManagedProcess(name, process.execPath, [join(ROOT, 'dist', 'apps', app, 'main.js')], {
-      logFile,
-      env: { ...process.env, LISTEN_ADDR: '127.0.0.1:0', LOG_LEVEL: 'debug', NO_COLOR: '1', ...env },
-    });
-    let url = '';
-    await child.waitUntilReady(async () => {
-      const log = await fs.readFile(logFile, 'utf8').catch(() => '');
-      url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(log)?.[1] ?? '';
-      return url !== '';
-    }, 30_000);
-    const service: RunningService = {
-      name,
-      url,
-      port: Number(new URL(url).port),
-      pid: child.pid ?? 0,
-      process: child,
-      logFile,
-      stop: () => child.stop(10_000),
-    };
+  /** Runs a built app on a free loopback port, at debug level, its output in `logs/<name>.log` (`-2`, `-3`… again). */
+  private async run(name: string, app: BuiltApp, env: Record<string, string>): Promise<RunningService> {
+    const service = await startBuiltService({ app, name, logDir: this.logDir, env: { LOG_LEVEL: 'debug', ...env } });
     this.services.push(service);
     return service;
   }
