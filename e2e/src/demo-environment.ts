@@ -11,6 +11,7 @@ import {
   TokenProjector,
 } from '@k8s-auth/nestjs/testing';
 import { type BuiltApp, type BuiltService, startBuiltService } from '@k8s-auth/service-runtime/testing';
+import type { TokenVerification } from '@k8s-auth/nestjs';
 
 /**
  * The seed's three apps on a real control plane, without a kubelet: the namespaces, service accounts
@@ -35,7 +36,7 @@ export interface DemoEnvironment {
   startSecretStore(options?: {
     listen?: string;
     mode?: 'projected' | 'legacy';
-    verification?: 'tokenReview' | 'local' | 'local+review';
+    verification?: TokenVerification;
   }): Promise<BuiltService>;
   startCaller(
     who: 'api' | 'data-store',

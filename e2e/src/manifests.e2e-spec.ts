@@ -60,9 +60,14 @@ describe.each(['projected', 'legacy'])('the %s overlay of k8s/', (overlay) => {
       .flatMap((o) => o.subjects?.map((s) => `${s.namespace}:${s.name}`) ?? []);
     expect(delegated.sort()).toEqual(['api:api', 'secret-store:secret-store']);
     const readers = objects
-      .filter((o) => o.kind === 'RoleBinding')
+      .filter((o) => o.kind === 'RoleBinding' && o.roleRef?.name === 'secret-reader')
       .flatMap((o) => o.subjects?.map((s) => `${s.namespace}:${s.name}`) ?? []);
     expect(readers).toEqual(['api:api']);
+    // The store may watch its callers' pods and service account ('local+watch'), and nothing else of theirs.
+    const watchers = objects
+      .filter((o) => o.kind === 'RoleBinding' && o.roleRef?.name === 'secret-store-binding-watch')
+      .flatMap((o) => o.subjects?.map((s) => `${s.namespace}:${s.name}`) ?? []);
+    expect(watchers).toEqual(['secret-store:secret-store']);
   });
 
   if (overlay === 'projected') {

@@ -9,7 +9,7 @@ describe('readSecretStoreConfig', () => {
     });
   });
 
-  it.each(['local', 'local+review', 'tokenReview'])('reads VERIFICATION=%s', (verification) => {
+  it.each(['local', 'local+review', 'local+watch', 'tokenReview'])('reads VERIFICATION=%s', (verification) => {
     expect(readSecretStoreConfig({ VERIFICATION: verification }).verification).toBe(verification);
   });
 

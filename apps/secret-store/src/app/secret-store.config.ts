@@ -13,7 +13,7 @@ export interface SecretStoreConfig {
   verification: TokenVerification;
 }
 
-const VERIFICATIONS: readonly TokenVerification[] = ['tokenReview', 'local', 'local+review'];
+const VERIFICATIONS: readonly TokenVerification[] = ['tokenReview', 'local', 'local+review', 'local+watch'];
 
 export function readSecretStoreConfig(env: NodeJS.ProcessEnv = process.env): SecretStoreConfig {
   const mode = env['AUTH_MODE'] ?? 'projected';

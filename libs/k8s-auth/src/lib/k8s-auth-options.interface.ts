@@ -35,8 +35,12 @@ export type TokenSourceOptions = ProjectedTokenFileOptions | TokenRequestOptions
  *   until the token expires.
  * - `local+review`: verifies locally first (forgeries never reach the API server), then confirms each new token once
  *   with a TokenReview, cached as in `tokenReview`, so deletions are still seen.
+ * - `local+watch`: verifies locally, then checks on every request that the token's service account and pod still
+ *   exist with the uids in the token, from watches (list+watch, this service's credentials) of the callers the
+ *   allowlists name: a deletion is seen within a second, with no TokenReview. Other callers, and tokens bound to a
+ *   Secret or a node only, get a TokenReview (cached); so do new tokens while the watches are stale.
  */
-export type TokenVerification = 'tokenReview' | 'local' | 'local+review';
+export type TokenVerification = 'tokenReview' | 'local' | 'local+review' | 'local+watch';
 
 export interface K8sAuthModuleOptions {
   /**
@@ -103,6 +107,12 @@ export interface K8sAuthModuleOptions {
    * @default 10_000
    */
   jwksMinRefreshIntervalMs?: number;
+  /**
+   * `local+watch`: how long the watches may be broken (the API server out of reach) before what they hold counts as
+   * stale. Until then answers come from the watches as usual; after it, a token accepted before keeps working while
+   * its cached answer lives, and any other goes to TokenReview (503 if that cannot be made). @default 5_000
+   */
+  watchStalenessMs?: number;
   /** `Retry-After` of a 503 when the API server cannot answer. @default 5 */
   retryAfterSeconds?: number;
   /** This service's own tokens for outgoing calls, by name (e.g. the callee's audience). */

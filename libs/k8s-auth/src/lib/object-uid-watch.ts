@@ -87,9 +87,7 @@ export class ObjectUidWatch {
 
   /** Whether what is held may be trusted: listed once, and the watch open or broken for no longer than the bound. */
   isFresh(nowMs: number): boolean {
-    return (
-      this.listed && (this.brokenSince === undefined || nowMs - this.brokenSince <= this.options.stalenessMs)
-    );
+    return this.listed && (this.brokenSince === undefined || nowMs - this.brokenSince <= this.options.stalenessMs);
   }
 
   /** Whether the object `name` is held with `uid`, and not deleted longer ago than the API server tolerates. */
@@ -190,7 +188,10 @@ export class ObjectUidWatch {
     });
     if (this.options.fieldSelector) query.set('fieldSelector', this.options.fieldSelector);
     return new Promise<void>((resolve, reject) => {
+      let done = false;
       const finish = (error?: Error) => {
+        if (done) return;
+        done = true;
         this.closeWatch?.();
         this.closeWatch = undefined;
         this.brokenSince ??= Date.now();
@@ -251,14 +252,14 @@ export class ObjectUidWatch {
       (err instanceof KubernetesApiError && err.failure === 'forbidden') ||
       (err instanceof WatchError && (err.statusCode === 401 || err.statusCode === 403));
     const text = `Cannot watch ${this.description} (${message}); retrying`;
-    if (forbidden) this.logger.error(this.rbacHint(text));
+    if (forbidden) this.logger.error(`${this.rbacHint(text)} Until then, its callers' tokens go to TokenReview.`);
     else this.logger.warn(text);
   }
 
   private rbacHint(message: string): string {
     return (
       `${message}. This service's account needs get, list and watch on ${this.options.resource} in namespace ` +
-      `${this.options.namespace} (a Role and a RoleBinding there); until then its tokens are checked by TokenReview.`
+      `${this.options.namespace}: a Role and a RoleBinding there.`
     );
   }
 }

@@ -75,6 +75,11 @@ export function serviceAccountCaller(
   });
 }
 
+/** The Secret a token is bound to (`kubernetes.io.secret`): undefined when none, null when malformed. */
+export function boundSecret(payload: Record<string, unknown>): { name: string; uid: string } | undefined | null {
+  return boundObject(objectOrUndefined(payload['kubernetes.io'])?.['secret']);
+}
+
 /** `{ name, uid }` of a bound object; undefined when absent, null when present but malformed. */
 function boundObject(value: unknown): { name: string; uid: string } | undefined | null {
   if (value === undefined) return undefined;

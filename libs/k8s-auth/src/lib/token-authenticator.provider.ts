@@ -1,16 +1,19 @@
 import type { Provider } from '@nestjs/common';
 import { type ReviewResult, TOKEN_AUTHENTICATOR, type TokenAuthenticator } from './authentication.types';
+import { BoundObjectWatches } from './bound-object-watches';
 import { CachedAuthenticator } from './cached.authenticator';
 import { API_SERVER_AUDIENCE, DEFAULTS } from './k8s-auth.constants';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions, TokenVerification } from './k8s-auth-options.interface';
-import { KubernetesApiClient } from './kubernetes-api.client';
+import { KubernetesApiClient, loadKubeConfig } from './kubernetes-api.client';
 import { LocalJwtAuthenticator } from './local-jwt.authenticator';
+import { RoutePolicies } from './route-policy';
 import { SigningKeys } from './signing-keys';
 import { TokenReviewAuthenticator } from './token-review.authenticator';
+import { WatchedBindingsAuthenticator } from './watched-bindings.authenticator';
 
-const VERIFICATIONS: readonly TokenVerification[] = ['tokenReview', 'local', 'local+review'];
+const VERIFICATIONS: readonly TokenVerification[] = ['tokenReview', 'local', 'local+review', 'local+watch'];
 
 /**
  * `local+review`: local verification first, so forgeries never reach the API server, then one TokenReview, which
@@ -33,10 +36,13 @@ export function createTokenAuthenticator(
   options: K8sAuthModuleOptions,
   api: KubernetesApiClient,
   metrics: K8sAuthMetrics,
+  policies?: RoutePolicies,
 ): TokenAuthenticator {
   const verification = options.verification ?? DEFAULTS.verification;
   if (!VERIFICATIONS.includes(verification)) {
-    throw new Error(`verification must be 'tokenReview', 'local' or 'local+review', not '${String(verification)}'`);
+    throw new Error(
+      `verification must be 'tokenReview', 'local', 'local+review' or 'local+watch', not '${String(verification)}'`,
+    );
   }
   if (verification !== 'tokenReview' && options.audiences === API_SERVER_AUDIENCE) {
     throw new Error(
@@ -49,6 +55,16 @@ export function createTokenAuthenticator(
     clockSkewMs,
     maxInFlight: positive('maxReviewsInFlight', options.maxReviewsInFlight ?? DEFAULTS.maxReviewsInFlight),
   });
+  const cached = (inner: TokenAuthenticator) =>
+    new CachedAuthenticator(
+      inner,
+      {
+        maxEntries: options.maxCacheEntries ?? DEFAULTS.maxCacheEntries,
+        ttlMs: options.cacheTtlMs ?? DEFAULTS.cacheTtlMs,
+        refusalTtlMs: options.negativeCacheTtlMs ?? DEFAULTS.negativeCacheTtlMs,
+      },
+      metrics,
+    );
   let authenticator: TokenAuthenticator = review;
   if (verification !== 'tokenReview') {
     const keys = new SigningKeys(api, metrics, {
@@ -64,23 +80,22 @@ export function createTokenAuthenticator(
     // Fetched as the app starts, so the first request does not wait; a failure is logged, and requests retry.
     keys.fetch().catch(() => undefined);
     const local = new LocalJwtAuthenticator(keys, { clockSkewMs });
+    if (verification === 'local+watch') {
+      if (!policies) throw new Error("verification 'local+watch' needs the routes' allowlists (RoutePolicies)");
+      const stalenessMs = nonNegative('watchStalenessMs', options.watchStalenessMs ?? DEFAULTS.watchStalenessMs);
+      const watches = new BoundObjectWatches(api, () => loadKubeConfig(options.kubeconfig), stalenessMs);
+      // Caches inside: the binding check runs on every request, after the cached local verification.
+      return new WatchedBindingsAuthenticator(local, review, watches, policies, cached);
+    }
     authenticator = verification === 'local' ? local : new LocalThenReview(local, review);
   }
-  return new CachedAuthenticator(
-    authenticator,
-    {
-      maxEntries: options.maxCacheEntries ?? DEFAULTS.maxCacheEntries,
-      ttlMs: options.cacheTtlMs ?? DEFAULTS.cacheTtlMs,
-      refusalTtlMs: options.negativeCacheTtlMs ?? DEFAULTS.negativeCacheTtlMs,
-    },
-    metrics,
-  );
+  return cached(authenticator);
 }
 
 export const tokenAuthenticatorProvider: Provider = {
   provide: TOKEN_AUTHENTICATOR,
   useFactory: createTokenAuthenticator,
-  inject: [MODULE_OPTIONS_TOKEN, KubernetesApiClient, K8sAuthMetrics],
+  inject: [MODULE_OPTIONS_TOKEN, KubernetesApiClient, K8sAuthMetrics, RoutePolicies],
 };
 
 function nonNegative(name: string, value: number): number {

@@ -83,7 +83,11 @@ export async function openWatch(
       return;
     }
     handlers.onOpen();
+    const broken = (err: Error) => end(new WatchError(`${url.pathname}: ${err.message}`));
+    res.on('error', broken);
     const lines = createInterface({ input: res, crlfDelay: Infinity });
+    // readline passes the response's errors on: unheard, they would be thrown.
+    lines.on('error', broken);
     lines.on('line', (line) => {
       if (ended || line === '') return;
       let event: WatchEvent;
@@ -95,7 +99,6 @@ export async function openWatch(
       }
       handlers.onEvent(event);
     });
-    res.on('error', (err) => end(new WatchError(`${url.pathname}: ${err.message}`)));
     // Incomplete: the connection broke before the server finished the answer.
     res.on('close', () => end(res.complete ? undefined : new WatchError(`${url.pathname}: connection closed`)));
   });
