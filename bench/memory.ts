@@ -73,8 +73,14 @@ async function main(): Promise<void> {
   const tokenFor = () => signJwt(input.signingKey, { ...input.claims, jti: randomUUID() });
 
   const app = await NestFactory.createApplicationContext(
-    // The defaults, maxCacheEntries included: this measures the default bound.
-    K8sAuthModule.forRoot({ kubeconfig: input.kubeconfig, audiences: ['secret-store'], metrics: new Registry() }),
+    // The defaults, maxCacheEntries included: this measures the default bound. Reviews in flight are allowed up to the
+    // load's concurrency, so that every token is reviewed rather than answered 503.
+    K8sAuthModule.forRoot({
+      kubeconfig: input.kubeconfig,
+      audiences: ['secret-store'],
+      metrics: new Registry(),
+      maxReviewsInFlight: input.concurrency,
+    }),
     { logger: ['error'] },
   );
   const guard = app.get(ServiceAccountGuard);

@@ -20,7 +20,12 @@ export interface CallerIdentity {
 export type RefusalReason = 'invalid token' | 'wrong audience' | 'not a service account';
 
 export type ReviewResult =
-  | { readonly accepted: true; readonly caller: CallerIdentity }
+  | {
+      readonly accepted: true;
+      readonly caller: CallerIdentity;
+      /** When the token expires (its `exp`), where known: an answer about it is not reused past then. */
+      readonly expiresAt?: number;
+    }
   | { readonly accepted: false; readonly reason: RefusalReason };
 
 /** No answer could be had (the API server or its keys are out of reach, or too busy): fail closed with a 503. */
@@ -43,20 +48,20 @@ export interface TokenAuthenticator {
 /** Injection token of the module's {@link TokenAuthenticator}. */
 export const TOKEN_AUTHENTICATOR = Symbol('k8s-auth:token-authenticator');
 
-/** An accepted result whose identity no one can change afterwards: it is cached and shared between requests. */
-export function accepted(caller: CallerIdentity): ReviewResult {
-  const extra =
-    caller.extra &&
-    Object.freeze(
-      Object.fromEntries(Object.entries(caller.extra).map(([key, values]) => [key, Object.freeze([...values])])),
-    );
-  const frozen: CallerIdentity = Object.freeze({
-    ...caller,
-    groups: Object.freeze([...caller.groups]),
-    audiences: Object.freeze([...caller.audiences]),
-    ...(extra ? { extra } : {}),
-  });
-  return Object.freeze({ accepted: true, caller: frozen });
+/**
+ * An accepted result whose identity no one can change afterwards: it is cached and shared between requests. Freezes
+ * `caller`, its lists and `extra` in place, so pass an identity built for this answer. `expiresAt`: the token's `exp`,
+ * in milliseconds since the epoch.
+ */
+export function accepted(caller: CallerIdentity, expiresAt?: number): ReviewResult {
+  Object.freeze(caller.groups);
+  Object.freeze(caller.audiences);
+  if (caller.extra) {
+    for (const values of Object.values(caller.extra)) Object.freeze(values);
+    Object.freeze(caller.extra);
+  }
+  Object.freeze(caller);
+  return Object.freeze(expiresAt === undefined ? { accepted: true, caller } : { accepted: true, caller, expiresAt });
 }
 
 export function refused(reason: RefusalReason): ReviewResult {

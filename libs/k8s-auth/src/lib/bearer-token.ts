@@ -141,13 +141,15 @@ const BASE64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
  * spellings, each a new cache entry and a new review.
  */
 export function isCanonicalJws(token: string): boolean {
-  for (const segment of token.split('.')) {
-    const rest = segment.length % 4;
+  let start = 0;
+  while (start <= token.length) {
+    const dot = token.indexOf('.', start);
+    const end = dot < 0 ? token.length : dot;
+    const rest = (end - start) % 4;
     if (rest === 1) return false;
-    if (rest === 0) continue;
-    const last = BASE64URL_ALPHABET.indexOf(segment[segment.length - 1]);
     // Two characters carry one byte (4 spare bits), three carry two (2 spare bits).
-    if ((last & (rest === 2 ? 0x0f : 0x03)) !== 0) return false;
+    if (rest > 1 && (BASE64URL_ALPHABET.indexOf(token[end - 1]) & (rest === 2 ? 0x0f : 0x03)) !== 0) return false;
+    start = end + 1;
   }
   return true;
 }

@@ -29,7 +29,7 @@ const caller: CallerIdentity = {
 /** A JWT whose `exp` is `expiresInS` from the fake clock's start, unique by `n`. */
 const tokenFor = (n: number, expiresInS = 600) => signJwt(privateKey, { n, exp: NOW / 1000 + expiresInS });
 
-/** Accepts tokens whose payload `n` is even, refuses odd ones; counts the questions; can be made to fail or wait. */
+/** Accepts tokens whose payload `n` is even (until their `exp`), refuses odd ones; counts the questions; can be made to fail or wait. */
 class StubStrategy implements TokenAuthenticator {
   readonly asked: string[] = [];
   failing = false;
@@ -39,8 +39,11 @@ class StubStrategy implements TokenAuthenticator {
     this.asked.push(`${token.slice(-6)} ${audiences.join(',')}`);
     if (this.held) await new Promise<void>((resolve) => this.held?.push(resolve));
     if (this.failing) throw new ReviewUnavailableError('down');
-    const n = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()).n as number;
-    return n % 2 === 0 ? accepted(caller) : refused('invalid token');
+    const { n, exp } = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as {
+      n: number;
+      exp: number;
+    };
+    return n % 2 === 0 ? accepted(caller, exp * 1000) : refused('invalid token');
   }
 
   hold(): void {

@@ -2,7 +2,6 @@ import { hash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { ReviewResult, TokenAuthenticator } from './authentication.types';
 import type { K8sAuthMetrics } from './k8s-auth.metrics';
-import { tokenExpiry } from './token-times';
 
 export interface AnswerCacheOptions {
   /** Bound of each cache (acceptances, refusals); 0 turns caching off. */
@@ -22,7 +21,7 @@ interface Question {
  * Caches another authenticator's answers per (token, audiences), as Kubernetes' cachedTokenAuthenticator does:
  * acceptances for `ttlMs` (capped at the token's `exp`), refusals for `refusalTtlMs` in a cache of their own, so no
  * number of refused tokens can evict an accepted one; errors are never cached. Concurrent questions about one token
- * share one answer (lru-cache's `fetch()`).
+ * share one answer.
  *
  * Keys are SHA-256 digests of the token under a random per-instance salt: the cache never holds a usable credential.
  */
@@ -30,8 +29,9 @@ export class CachedAuthenticator implements TokenAuthenticator {
   private readonly salt = randomBytes(32).toString('base64');
   private readonly acceptances: LRUCache<string, ReviewResult> | undefined;
   private readonly refusals: LRUCache<string, ReviewResult> | undefined;
-  /** Only the questions being answered: kept apart so that waiting on them never evicts a kept answer. */
-  private readonly pending: LRUCache<string, ReviewResult, Question> | undefined;
+  // lru-cache's fetch() would coalesce too, but costs about 20 µs per new key (an AbortController each), most of what
+  // a local verification costs; the questions being answered are kept in a plain map instead.
+  private readonly pending = new Map<string, Promise<ReviewResult>>();
 
   constructor(
     private readonly inner: TokenAuthenticator,
@@ -44,39 +44,38 @@ export class CachedAuthenticator implements TokenAuthenticator {
     if (options.maxEntries === 0) return;
     this.acceptances = new LRUCache({ max: options.maxEntries });
     this.refusals = new LRUCache({ max: options.maxEntries });
-    this.pending = new LRUCache({
-      max: options.maxEntries,
-      // An answer in flight stays owed to everyone waiting for it, even if a flood pushes its entry out.
-      ignoreFetchAbort: true,
-      fetchMethod: (_key, _stale, { context }) => this.inner.authenticate(context.token, context.audiences),
-    });
   }
 
   async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
-    if (!this.acceptances || !this.refusals || !this.pending) return this.inner.authenticate(token, audiences);
+    if (!this.acceptances || !this.refusals) return this.inner.authenticate(token, audiences);
     const key = this.keyOf(token, audiences);
     const known = this.acceptances.get(key) ?? this.refusals.get(key);
     this.metrics.cacheLookup(known !== undefined);
     if (known) return known;
 
-    let result: ReviewResult | undefined;
-    try {
-      result = await this.pending.fetch(key, { context: { token, audiences } });
-    } finally {
-      this.pending.delete(key);
+    let answer = this.pending.get(key);
+    if (!answer) {
+      answer = this.inner.authenticate(token, audiences).then(
+        (result) => {
+          this.pending.delete(key);
+          this.keep(key, result);
+          return result;
+        },
+        (err: unknown) => {
+          this.pending.delete(key);
+          throw err;
+        },
+      );
+      this.pending.set(key, answer);
     }
-    if (!result) throw new Error('the authenticator gave no answer');
-    this.keep(key, token, result);
-    return result;
+    return answer;
   }
-
-  private keep(key: string, token: string, result: ReviewResult): void {
+  private keep(key: string, result: ReviewResult): void {
     if (!result.accepted) {
       this.refusals?.set(key, result, { ttl: Math.max(1, this.options.refusalTtlMs) });
       return;
     }
-    // The token's signature is verified by now, so its `exp` can be trusted.
-    const untilExpiry = (tokenExpiry(token)?.getTime() ?? Infinity) - Date.now();
+    const untilExpiry = (result.expiresAt ?? Infinity) - Date.now();
     const ttl = Math.min(this.options.ttlMs, untilExpiry);
     if (ttl >= 1) this.acceptances?.set(key, result, { ttl });
   }

@@ -78,8 +78,10 @@ describe('LocalJwtAuthenticator', () => {
       alg,
       kid: kubernetesKeyId(pair.publicKey),
     });
+    const { exp } = JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString()) as { exp: number };
     expect(await authenticate(jwt, ['other', 'secret-store'])).toEqual({
       accepted: true,
+      expiresAt: exp * 1000,
       caller: {
         username: 'system:serviceaccount:api:api',
         namespace: 'api',

@@ -27,18 +27,20 @@ export class LocalJwtAuthenticator implements TokenAuthenticator {
   ) {}
 
   async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
-    let decoded: DecodedJwt;
+    // The header only picks the key; fast-jwt decodes and checks the whole token again as it verifies.
+    let header: { alg?: unknown; kid?: unknown };
     try {
-      decoded = decodeComplete(token);
+      header = decodeComplete(token).header as typeof header;
     } catch {
       return this.refuse(token, 'not a JWT');
     }
-    const { alg, kid } = decoded.header as { alg?: unknown; kid?: unknown };
+    const { alg, kid } = header;
     // `alg: none`, HMACs and anything else are refused before any key is looked at.
     if (typeof alg !== 'string' || !ALGORITHMS.has(alg)) return this.refuse(token, `algorithm ${String(alg)}`);
     if (kid !== undefined && typeof kid !== 'string') return this.refuse(token, 'kid is not a string');
 
-    const issuer = await this.keys.get((held) => candidates(held, alg, kid).length > 0);
+    const wanted = (held: IssuerKeys) => candidates(held, alg, kid).length > 0;
+    const issuer = this.keys.inHand(wanted) ?? (await this.keys.get(wanted));
     const keys = candidates(issuer, alg, kid);
     if (keys.length === 0) return this.refuse(token, 'signed with a key the API server does not publish');
 

@@ -37,6 +37,7 @@ describe('serviceAccountCaller', () => {
   it('gives the identity a TokenReview gives, with the asked audiences the token is for, in the asked order', () => {
     expect(serviceAccountCaller(claims(), ['other', 'third', 'secret-store'], SKEW)).toEqual({
       accepted: true,
+      expiresAt: (claims()['exp'] as number) * 1000,
       caller: {
         username: 'system:serviceaccount:api:api',
         namespace: 'api',

@@ -4,8 +4,8 @@ import { isDns1123Label, isDns1123Subdomain } from './service-account-username';
 const EXTRA = 'authentication.kubernetes.io/';
 
 /**
- * The caller of a ServiceAccount token whose signature, `iss`, `exp` and `nbf` are verified, exactly as a TokenReview
- * of it would describe it; or a refusal when the claims do not hold: `aud` must name one of the route's `audiences`,
+ * The caller of a ServiceAccount token whose signature, `iss`, `exp` (a number) and `nbf` are verified, exactly as a
+ * TokenReview of it would describe it, with the token's `exp` as the answer's end; or a refusal when the claims do not hold: `aud` must name one of the route's `audiences`,
  * `iat` must not lie ahead by more than the clock skew, and `sub` must match the `kubernetes.io` claims (namespace,
  * service account with its uid, bound pod or node with theirs).
  */
@@ -61,18 +61,21 @@ export function serviceAccountCaller(
     extra[`${EXTRA}node-name`] = [node.name];
     extra[`${EXTRA}node-uid`] = [node.uid];
   }
-  return accepted({
-    username,
-    namespace,
-    serviceAccount: name,
-    uid,
-    groups: ['system:serviceaccounts', `system:serviceaccounts:${namespace}`, 'system:authenticated'],
-    podName: pod?.name,
-    podUid: pod?.uid,
-    nodeName: node?.name,
-    audiences: confirmed,
-    ...(Object.keys(extra).length > 0 ? { extra } : {}),
-  });
+  return accepted(
+    {
+      username,
+      namespace,
+      serviceAccount: name,
+      uid,
+      groups: ['system:serviceaccounts', `system:serviceaccounts:${namespace}`, 'system:authenticated'],
+      podName: pod?.name,
+      podUid: pod?.uid,
+      nodeName: node?.name,
+      audiences: confirmed,
+      ...(Object.keys(extra).length > 0 ? { extra } : {}),
+    },
+    (payload['exp'] as number) * 1000,
+  );
 }
 
 /** The Secret a token is bound to (`kubernetes.io.secret`): undefined when none, null when malformed. */

@@ -411,7 +411,9 @@ describe('ServiceAccountGuard against a real API server', () => {
     const res = await request(server).get('/secret').set('Authorization', `Bearer ${apiToken}`).expect(200);
     expect(res.body).toMatchObject({ username: 'system:serviceaccount:api:api', audiences: ['secret-store'] });
     expect((await request(server).get('/secret').expect(401)).headers['www-authenticate']).toBe('Bearer');
-    const other = await request(server).get('/secret').set('Authorization', `Bearer ${await token(DATA_STORE)}`);
+    const other = await request(server)
+      .get('/secret')
+      .set('Authorization', `Bearer ${await token(DATA_STORE)}`);
     expect(other.status).toBe(403);
     expect(other.body.message).toBe('caller not allowed');
     await request(server).get('/healthz').expect(200);

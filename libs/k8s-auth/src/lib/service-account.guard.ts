@@ -93,7 +93,7 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
     }
     if (policy.access.length > 0) await this.authorize(policy, caller, request, token, context);
 
-    this.logger.debug(`allowed ${caller.username} pod=${caller.podName ?? '-'} token ${tokenFingerprint(token)}`);
+    this.logger.debug(`allowed ${caller.username} pod=${caller.podName ?? '-'}`);
     this.metrics.decision('allowed');
     setRequestCaller(request, caller);
     return true;

@@ -56,6 +56,12 @@ export class SigningKeys {
     private readonly options: SigningKeysOptions,
   ) {}
 
+  /** The keys held, when they include `wanted` and need no refresh: the usual case, answered without waiting. */
+  inHand(wanted: (keys: IssuerKeys) => boolean): IssuerKeys | undefined {
+    const held = this.current;
+    return held && Date.now() - this.lastAttemptAt < this.options.refreshIntervalMs && wanted(held) ? held : undefined;
+  }
+
   /**
    * The keys held, fetched first if none are; fetched again when `wanted` is not among them (key rotation), unless
    * fetched lately.

@@ -44,7 +44,14 @@ export class TokenReviewAuthenticator implements TokenAuthenticator {
   ) {}
 
   async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
-    if (this.cannotBeValid(token)) return refused('invalid token');
+    let expiresAt: number | undefined;
+    try {
+      expiresAt = readTokenTimes(token).expiresAt?.getTime();
+    } catch {
+      return refused('invalid token'); // not a JWT: no signature can make it valid
+    }
+    // Expired by its own `exp` (read without verifying: a refusal needs no trust).
+    if (expiresAt !== undefined && expiresAt + this.options.clockSkewMs < Date.now()) return refused('invalid token');
     if (this.inFlight >= this.options.maxInFlight) {
       throw new ReviewUnavailableError(`${this.inFlight} TokenReviews are in flight already`);
     }
@@ -59,7 +66,8 @@ export class TokenReviewAuthenticator implements TokenAuthenticator {
           spec: audiences.length > 0 ? { token, audiences } : { token },
         },
       );
-      const result = interpretTokenReview(review.status ?? {}, audiences);
+      // The API server has verified the token, so its `exp` now bounds how long the answer is reused.
+      const result = interpretTokenReview(review.status ?? {}, audiences, expiresAt);
       stopTimer(result.accepted ? 'accepted' : 'refused');
       return result;
     } catch (err) {
@@ -69,21 +77,14 @@ export class TokenReviewAuthenticator implements TokenAuthenticator {
       this.inFlight--;
     }
   }
-
-  /** Not a JWT at all, or expired by its own `exp`: no signature can make it valid. */
-  private cannotBeValid(token: string): boolean {
-    let expiresAt: Date | undefined;
-    try {
-      expiresAt = readTokenTimes(token).expiresAt;
-    } catch {
-      return true;
-    }
-    return expiresAt !== undefined && expiresAt.getTime() + this.options.clockSkewMs < Date.now();
-  }
 }
 
 /** Turns a TokenReview status into a decision. */
-export function interpretTokenReview(status: TokenReviewStatus, audiences: readonly string[]): ReviewResult {
+export function interpretTokenReview(
+  status: TokenReviewStatus,
+  audiences: readonly string[],
+  expiresAt?: number,
+): ReviewResult {
   if (status.authenticated !== true || !status.user?.username) {
     return refused(/audience/i.test(status.error ?? '') ? 'wrong audience' : 'invalid token');
   }
@@ -94,16 +95,19 @@ export function interpretTokenReview(status: TokenReviewStatus, audiences: reado
   const account = parseServiceAccountUsername(status.user.username);
   if (!account) return refused('not a service account');
   const extra = status.user.extra ?? {};
-  return accepted({
-    username: status.user.username,
-    namespace: account.namespace,
-    serviceAccount: account.name,
-    uid: status.user.uid,
-    groups: status.user.groups ?? [],
-    podName: extra[`${EXTRA}pod-name`]?.[0],
-    podUid: extra[`${EXTRA}pod-uid`]?.[0],
-    nodeName: extra[`${EXTRA}node-name`]?.[0],
-    audiences: confirmed,
-    ...(Object.keys(extra).length > 0 ? { extra } : {}),
-  });
+  return accepted(
+    {
+      username: status.user.username,
+      namespace: account.namespace,
+      serviceAccount: account.name,
+      uid: status.user.uid,
+      groups: status.user.groups ?? [],
+      podName: extra[`${EXTRA}pod-name`]?.[0],
+      podUid: extra[`${EXTRA}pod-uid`]?.[0],
+      nodeName: extra[`${EXTRA}node-name`]?.[0],
+      audiences: confirmed,
+      ...(Object.keys(extra).length > 0 ? { extra } : {}),
+    },
+    expiresAt,
+  );
 }

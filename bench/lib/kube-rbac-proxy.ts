@@ -1,0 +1,125 @@
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { constants as fsConstants, promises as fs, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { defaultCacheDirectory, freePort, ManagedProcess } from '@k8s-auth/nestjs/testing';
+
+const execFileAsync = promisify(execFile);
+
+/** The wrapper module that pins kube-rbac-proxy, beside the control plane's build cache. */
+const MODULE_DIR = resolve(__dirname, '..', 'kube-rbac-proxy');
+const PACKAGE = 'github.com/brancz/kube-rbac-proxy/cmd/kube-rbac-proxy';
+
+export interface RunningProxy {
+  url: string;
+  pid: number;
+  /** The flags it was started with, for the bench's report. */
+  settings: string;
+  stop(): Promise<void>;
+}
+
+/** The pinned version, read from the wrapper's go.mod. */
+export function kubeRbacProxyVersion(): string {
+  const goMod = readFileSync(join(MODULE_DIR, 'go.mod'), 'utf8');
+  const version = /github\.com\/brancz\/kube-rbac-proxy\s+(v\S+)/.exec(goMod)?.[1];
+  if (!version) throw new Error(`${MODULE_DIR}/go.mod names no kube-rbac-proxy version`);
+  return version;
+}
+
+/** The kube-rbac-proxy binary, built once with Go from the pinned module into the shared cache (a few minutes). */
+export async function ensureKubeRbacProxy(progress: (line: string) => void): Promise<string> {
+  const hash = createHash('sha256');
+  for (const file of ['go.mod', 'go.sum']) hash.update(readFileSync(join(MODULE_DIR, file)));
+  const dir = join(
+    defaultCacheDirectory(),
+    'bin',
+    `kube-rbac-proxy-${kubeRbacProxyVersion()}-${process.platform}-${process.arch}-${hash.digest('hex').slice(0, 12)}`,
+  );
+  const binary = join(dir, 'kube-rbac-proxy');
+  if (
+    await fs
+      .access(binary, fsConstants.X_OK)
+      .then(() => true)
+      .catch(() => false)
+  ) {
+    return binary;
+  }
+  progress(`building kube-rbac-proxy ${kubeRbacProxyVersion()} with go (first run only)...`);
+  const staging = `${dir}.partial-${randomBytes(4).toString('hex')}`;
+  await fs.mkdir(staging, { recursive: true });
+  try {
+    await execFileAsync(
+      'go',
+      ['build', '-trimpath', '-ldflags', '-s -w', '-o', join(staging, 'kube-rbac-proxy'), PACKAGE],
+      {
+        cwd: MODULE_DIR,
+        env: { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=readonly' },
+        maxBuffer: 16 * 1024 * 1024,
+      },
+    );
+    await fs.rm(dir, { recursive: true, force: true });
+    await fs.rename(staging, dir);
+  } finally {
+    await fs.rm(staging, { recursive: true, force: true });
+  }
+  return binary;
+}
+
+/**
+ * kube-rbac-proxy on plain HTTP in front of `upstream`, authenticating with TokenReview for `audience` and
+ * authorizing `user` for GET `path` statically (no SubjectAccessReview), as the guard's allowlist does. Its client-go
+ * rate limit (5 requests/s by default) is raised so that it does not handicap the cold path.
+ */
+export async function startKubeRbacProxy(options: {
+  binary: string;
+  dir: string;
+  kubeconfig: string;
+  upstream: string;
+  audience: string;
+  user: string;
+  path: string;
+  /** A `taskset` CPU list to pin it to. */
+  cpus?: string;
+}): Promise<RunningProxy> {
+  const port = await freePort();
+  const config = join(options.dir, 'kube-rbac-proxy.yaml');
+  await fs.writeFile(
+    config,
+    [
+      'authorization:',
+      '  static:',
+      '    - user:',
+      `        name: ${options.user}`,
+      '      verb: get',
+      '      resourceRequest: false',
+      `      path: ${options.path}`,
+      '',
+    ].join('\n'),
+  );
+  const flags = [
+    `--insecure-listen-address=127.0.0.1:${port}`,
+    `--upstream=${options.upstream}/`,
+    `--kubeconfig=${options.kubeconfig}`,
+    `--auth-token-audiences=${options.audience}`,
+    `--config-file=${config}`,
+    '--kube-api-qps=10000',
+    '--kube-api-burst=10000',
+    '--v=0',
+  ];
+  const [command, args] = options.cpus
+    ? ['taskset', ['-c', options.cpus, options.binary, ...flags]]
+    : [options.binary, flags];
+  const child = new ManagedProcess('kube-rbac-proxy', command, args, {
+    logFile: join(options.dir, 'kube-rbac-proxy.log'),
+  });
+  const url = `http://127.0.0.1:${port}`;
+  // Any HTTP answer (401 without a token) means it listens.
+  await child.waitUntilReady(async () => (await fetch(`${url}${options.path}`)).status > 0, 30_000);
+  return {
+    url,
+    pid: child.pid ?? 0,
+    settings: flags.filter((f) => !f.startsWith('--kubeconfig') && !f.startsWith('--config-file')).join(' '),
+    stop: () => child.stop(5_000),
+  };
+}
