@@ -30,6 +30,6 @@ export { TokenSources } from './lib/token-sources';
 export { TokenUnavailableError } from './lib/token-source';
 export type { TokenSource } from './lib/token-source';
 export { attachServiceAccountToken } from './lib/outgoing-token.axios';
-export type { AttachTokenOptions } from './lib/outgoing-token.axios';
+export type { AttachTokenOptions, AxiosInstanceLike } from './lib/outgoing-token.axios';
 export { PolicyConfigurationError } from './lib/caller-policy';
 export type { TokenHeader } from './lib/bearer-token';

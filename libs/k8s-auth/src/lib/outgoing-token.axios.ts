@@ -1,6 +1,19 @@
 import type { AxiosError, AxiosInstance, InternalAxiosRequestConfig } from 'axios';
 import type { TokenSource } from './token-source';
 
+/**
+ * What `attachServiceAccountToken` needs of an axios 1.x instance (an `AxiosInstance`, such as `HttpService.axiosRef`
+ * of `@nestjs/axios` or what `axios.create()` returns). Written out instead of naming axios's own type, so that the
+ * package's declarations compile without axios installed: it is an optional peer dependency.
+ */
+export interface AxiosInstanceLike {
+  defaults: { baseURL?: string };
+  getUri(config?: object): string;
+  request(config: object): Promise<unknown>;
+  // Any `use` method: its handlers are typed by axios itself, which these declarations cannot name.
+  interceptors: { request: { use(...handlers: never[]): unknown }; response: { use(...handlers: never[]): unknown } };
+}
+
 export interface AttachTokenOptions {
   /** How the token is sent. @default 'authorization' (`Authorization: Bearer <token>`) */
   header?: 'authorization' | 'x-client-id';
@@ -26,7 +39,7 @@ type TokenConfig = InternalAxiosRequestConfig & { [CARRIES_TOKEN]?: boolean; [RE
 type BeforeRedirect = NonNullable<InternalAxiosRequestConfig['beforeRedirect']>;
 
 /**
- * Sends `source`'s token with those requests of `axios` whose origin is the one it is meant for: the origin of the
+ * Sends `source`'s token with those requests of `instance` whose origin is the one it is meant for: the origin of the
  * instance's `baseURL`, or one of `options.origins`. The instance is the callee's own (e.g. the `axiosRef` of
  * `HttpModule.register({ baseURL })` in `@nestjs/axios`), never axios's process-wide default. Requests that carry the
  * token do not follow redirects unless `followRedirects` is set. On a 401 the token may just have been rotated: the
@@ -34,10 +47,12 @@ type BeforeRedirect = NonNullable<InternalAxiosRequestConfig['beforeRedirect']>;
  * @throws Error without a `baseURL` or `origins`, or when one of them is not an http(s) origin.
  */
 export function attachServiceAccountToken(
-  axios: AxiosInstance,
+  instance: AxiosInstanceLike,
   source: TokenSource,
   options: AttachTokenOptions = {},
 ): void {
+  // Only axios instances have that shape in practice; the body uses axios's own types.
+  const axios = instance as unknown as AxiosInstance;
   const header = options.header ?? 'authorization';
   const allowed = allowedOrigins(axios, options.origins);
   const follow = options.followRedirects ?? false;

@@ -31,12 +31,23 @@ function running(state: ControlPlaneState): boolean {
   });
 }
 
+/** The word as a shell reads it back: quoted unless it is made of safe characters only. */
+function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   const stateIndex = rest.indexOf('--state');
-  const stateFile = resolve(
-    stateIndex >= 0 ? (rest[stateIndex + 1] ?? '') : join(defaultCacheDirectory(), 'control-plane.json'),
-  );
+  const stateArg = stateIndex >= 0 ? rest[stateIndex + 1] : undefined;
+  if (stateIndex >= 0 && !stateArg) {
+    process.stderr.write(`--state needs a file.\n${USAGE}\n`);
+    return 2;
+  }
+  const stateFile = resolve(stateArg ?? join(defaultCacheDirectory(), 'control-plane.json'));
+  // The commands it prints must find the same state file, so they repeat a --state that was given.
+  const cliCommand = (name: string) =>
+    `k8s-auth-control-plane ${name}${stateArg ? ` --state ${shellWord(stateFile)}` : ''}`;
   const state = await readState(stateFile);
 
   switch (command) {
@@ -53,7 +64,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(
         `Control plane ready at ${cp.server} in ${((Date.now() - started) / 1000).toFixed(1)} s.\n` +
           `export KUBECONFIG=${cp.kubeconfigPath}\n` +
-          `Stop it with: k8s-auth-control-plane down\n`,
+          `Stop it with: ${cliCommand('down')}\n`,
       );
       return 0;
     }
@@ -69,7 +80,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'env': {
       if (!state || !running(state)) {
-        process.stderr.write("No control plane is running; start one with 'k8s-auth-control-plane up'.\n");
+        process.stderr.write(`No control plane is running; start one with: ${cliCommand('up')}\n`);
         return 1;
       }
       process.stdout.write(`export KUBECONFIG=${state.kubeconfigPath}\n`);
