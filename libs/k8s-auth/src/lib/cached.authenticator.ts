@@ -12,11 +12,6 @@ export interface AnswerCacheOptions {
   refusalTtlMs: number;
 }
 
-interface Question {
-  token: string;
-  audiences: readonly string[];
-}
-
 /**
  * Caches another authenticator's answers per (token, audiences), as Kubernetes' cachedTokenAuthenticator does:
  * acceptances for `ttlMs` (capped at the token's `exp`), refusals for `refusalTtlMs` in a cache of their own, so no
@@ -29,8 +24,8 @@ export class CachedAuthenticator implements TokenAuthenticator {
   private readonly salt = randomBytes(32).toString('base64');
   private readonly acceptances: LRUCache<string, ReviewResult> | undefined;
   private readonly refusals: LRUCache<string, ReviewResult> | undefined;
-  // lru-cache's fetch() would coalesce too, but costs about 20 µs per new key (an AbortController each), most of what
-  // a local verification costs; the questions being answered are kept in a plain map instead.
+  // lru-cache's fetch() would coalesce too, but builds an AbortController per new key, which costs nearly as much as a
+  // local verification (docs/design.md); the questions being answered are kept in a plain map instead.
   private readonly pending = new Map<string, Promise<ReviewResult>>();
 
   constructor(

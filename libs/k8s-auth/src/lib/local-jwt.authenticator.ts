@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { createDecoder, createVerifier, type DecodedJwt } from 'fast-jwt';
+import { createDecoder, createVerifier } from 'fast-jwt';
 import { refused, type ReviewResult, type TokenAuthenticator } from './authentication.types';
 import { tokenFingerprint } from './bearer-token';
 import { serviceAccountCaller } from './service-account-claims';

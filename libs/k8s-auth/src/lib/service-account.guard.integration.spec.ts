@@ -349,7 +349,7 @@ describe('ServiceAccountGuard against a real API server', () => {
     });
     await request(app.getHttpServer()).get('/secret').set('Authorization', `Bearer ${podToken}`).expect(200);
     await deletePod(cp.kubeConfig, API.namespace, pod.name);
-    // Our cache lives 1 s here; the API server's own lasts about 10 s.
+    // The guard's cache lives 1 s here; the API server's own lasts about 10 s.
     const deadline = Date.now() + 25_000;
     let status = 200;
     while (status === 200 && Date.now() < deadline) {
