@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createPublicKey, generateKeyPairSync, verify } from 'node:crypto';
-import { promises as fs, readdirSync } from 'node:fs';
+import { existsSync, promises as fs, readdirSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -9,6 +9,7 @@ import {
   bindClusterRole,
   type ControlPlane,
   countApiServerRequests,
+  createClusterObjects,
   createPod,
   createServiceAccount,
   kubeConfigFor,
@@ -25,6 +26,7 @@ import {
 } from './lib/kube-rbac-proxy';
 import { combine, load, type LoadResult } from './lib/load';
 import { breakdown, summarizeProfile } from './lib/profile';
+import { measureRevocation, podBoundToken, quantiles, untilServedFromWatches } from './lib/revocation';
 import { type RunningStore, startStore } from './lib/store';
 import type { MemoryInput, MemoryOutput } from './memory';
 
@@ -41,7 +43,7 @@ const PROFILE = args.has('--profile');
 const PHASES = new Set(
   (
     process.argv.find((a) => a.startsWith('--phases='))?.slice('--phases='.length) ??
-    'warm,krp,cold,stampede,local,memory'
+    'warm,krp,cold,stampede,local,watch,memory'
   )
     .split(',')
     .map((p) => p.trim()),
@@ -69,6 +71,8 @@ const S = {
   localRoundTokens: QUICK ? 2000 : 5000,
   localRounds: QUICK ? 2 : 8,
   rawVerifications: QUICK ? 2000 : 5000,
+  revocationRounds: QUICK ? 20 : 50,
+  revocationPollMs: 20,
   memoryTokens: QUICK ? 20_000 : 100_000,
   memoryConcurrency: 128,
   memoryMaxSeconds: QUICK ? 60 : 150,
@@ -133,6 +137,10 @@ async function main(): Promise<void> {
     krpP99Ratio: Number.NaN,
     coldCpuRatio: Number.NaN,
     localVerifyRatio: Number.NaN,
+    /** Store CPU local verification adds per new token (the local phase), against which local+watch is set. */
+    localAddedCpuUs: Number.NaN,
+    watchAddedCpuUs: Number.NaN,
+    revocationP99Ms: Number.NaN,
     stampedeReviews: Number.NaN,
     heapGrowthMb: Number.NaN,
   };
@@ -174,6 +182,24 @@ async function main(): Promise<void> {
       ...storeOptions,
     });
     stores.push(localStore);
+    let watchStore: RunningStore | undefined;
+    if (want('watch')) {
+      // The store watches api/api and its pods with its own credentials: k8s/base's Role and RoleBinding for it.
+      const rbacDir = join(dir, 'watch-rbac');
+      await fs.mkdir(rbacDir);
+      await fs.copyFile(
+        join(ROOT, 'k8s', 'base', 'secret-store-watch-rbac.yaml'),
+        join(rbacDir, 'secret-store-watch-rbac.yaml'),
+      );
+      await createClusterObjects(cp.kubeConfig, rbacDir);
+      watchStore = await startStore({
+        name: 'store-watch',
+        env: { VERIFICATION: 'local+watch' },
+        cpuProfileDir: await profileOf('watch'),
+        ...storeOptions,
+      });
+      stores.push(watchStore);
+    }
     if (krpBinary) {
       proxy = await startKubeRbacProxy({
         binary: krpBinary,
@@ -235,6 +261,7 @@ async function main(): Promise<void> {
           maxSeconds: seconds + 10,
           token: warmToken,
           serverPid: reviewStore.pid,
+          serverCpuSeconds: metricsCpuOf(reviewStore),
         });
       const pairs = await pairedRounds(S.warmRounds, (path) => warm(path), { A: UNGUARDED, B: GUARDED });
       const unguarded = combine(pairs.map((p) => p.a));
@@ -275,6 +302,7 @@ async function main(): Promise<void> {
           maxSeconds: S.warmSeconds + 10,
           token: warmToken,
           serverPid: path === 'krp' ? krp.pid : reviewStore.pid,
+          serverCpuSeconds: path === 'krp' ? undefined : metricsCpuOf(reviewStore),
         });
       const pairs = await pairedRounds(S.krpRounds, run, { A: 'krp', B: 'guard' });
       const viaProxy = combine(pairs.map((p) => p.a));
@@ -317,6 +345,7 @@ async function main(): Promise<void> {
         maxSeconds: 120,
         nextToken: () => coldTokens[next++ % coldTokens.length],
         serverPid: reviewStore.pid,
+        serverCpuSeconds: metricsCpuOf(reviewStore),
       });
       const coldReviews = (await countApiServerRequests(cp.kubeConfig, 'tokenreviews')) - reviewsBefore;
       failures('cold', [cold]);
@@ -340,6 +369,7 @@ async function main(): Promise<void> {
           maxSeconds: S.warmSeconds + 10,
           token: warmToken,
           serverPid: reviewStore.pid,
+          serverCpuSeconds: metricsCpuOf(reviewStore),
         });
         unguardedCpuUs = cpuUs(ping);
       }
@@ -418,12 +448,14 @@ async function main(): Promise<void> {
           amount: S.localRoundTokens / 2,
           maxSeconds: 60,
           serverPid: localStore.pid,
+          serverCpuSeconds: metricsCpuOf(localStore),
           nextToken: () => localTokens[nextLocal++ % localTokens.length],
         });
       const reviewsBefore = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
       const pairs = await pairedRounds(S.localRounds, localLoad, { A: UNGUARDED, B: GUARDED });
       const localReviews = (await countApiServerRequests(cp.kubeConfig, 'tokenreviews')) - reviewsBefore;
       const addedUs = median(pairs.map((p) => cpuUs(p.b) - cpuUs(p.a)));
+      figures.localAddedCpuUs = addedUs;
       const rawUs = rawRs256Us(localTokens.slice(0, S.rawVerifications), signingKey);
       figures.localVerifyRatio = addedUs / rawUs;
       const unguarded = combine(pairs.map((p) => p.a));
@@ -450,6 +482,93 @@ async function main(): Promise<void> {
           value: String(localReviews),
           target: '0',
           pass: localReviews === 0,
+        },
+      );
+    }
+
+    // --- watch: local+watch, every token new, then pods deleted ------------------------------------------------------
+    if (want('watch') && watchStore) {
+      const store = watchStore;
+      const adminConfig = cp.kubeConfig;
+      const reviews = () => countApiServerRequests(adminConfig, 'tokenreviews');
+      say(
+        `watch: local+watch, every token distinct, ${S.localRounds} rounds of ${S.localRoundTokens} requests per route...`,
+      );
+      // Until its watches hold their first lists, the store asks TokenReview: waited out, not counted.
+      let warmUp = 0;
+      await untilServedFromWatches({
+        url: store.url,
+        path: GUARDED,
+        nextToken: () => podBoundToken(adminConfig, API, AUDIENCES[0], `api-warm-up-${warmUp++}`),
+        reviews,
+      });
+      // The local phase's tokens, new to this store: the same A/B as the local phase, with the watches' lookups added.
+      let nextWatch = 0;
+      const watchLoad = (path: string) =>
+        load({
+          url: store.url,
+          path,
+          connections: S.connections,
+          amount: S.localRoundTokens / 2,
+          maxSeconds: 60,
+          serverPid: store.pid,
+          serverCpuSeconds: metricsCpuOf(store),
+          nextToken: () => localTokens[nextWatch++ % localTokens.length],
+        });
+      const reviewsBefore = await reviews();
+      const pairs = await pairedRounds(S.localRounds, watchLoad, { A: UNGUARDED, B: GUARDED });
+      const abReviews = (await reviews()) - reviewsBefore;
+      const addedUs = median(pairs.map((p) => cpuUs(p.b) - cpuUs(p.a)));
+      figures.watchAddedCpuUs = addedUs;
+      const unguarded = combine(pairs.map((p) => p.a));
+      const guarded = combine(pairs.map((p) => p.b));
+      failures('watch', [unguarded, guarded]);
+
+      say(`watch: revocation, ${S.revocationRounds} pods deleted, the store polled every ${S.revocationPollMs} ms...`);
+      const revocationReviewsBefore = await reviews();
+      const times = await measureRevocation({
+        kubeConfig: adminConfig,
+        url: store.url,
+        path: GUARDED,
+        account: API,
+        audience: AUDIENCES[0],
+        rounds: S.revocationRounds,
+        pollMs: S.revocationPollMs,
+        podPrefix: 'api-revoked',
+      });
+      const revocationReviews = (await reviews()) - revocationReviewsBefore;
+      const fromDelete = quantiles(times.fromDeleteCallMs);
+      const afterAnswer = quantiles(times.afterDeleteAnsweredMs);
+      figures.revocationP99Ms = fromDelete.p99;
+      const local = figures.localAddedCpuUs;
+      rows.push(
+        { phase: 'watch', metric: `unguarded GET ${UNGUARDED}, new token each`, value: describeLoad(unguarded) },
+        { phase: 'watch', metric: `guarded GET ${GUARDED}, new token each`, value: describeLoad(guarded) },
+        {
+          phase: 'watch',
+          metric: 'store CPU local+watch adds per new token',
+          value:
+            `${fixed(addedUs, 1)} µs (rounds ${spread(pairs, (p) => cpuUs(p.b) - cpuUs(p.a), 0)}); ` +
+            `local phase ${fixed(local, 1)} µs`,
+          target: '<= local + 10 µs',
+          pass: Number.isFinite(local) ? addedUs <= local + 10 : undefined,
+        },
+        {
+          phase: 'watch',
+          metric: `revocation: pod deleted -> 403, ${times.fromDeleteCallMs.length} pods, polled every ${S.revocationPollMs} ms`,
+          value:
+            `from the DELETE call p50 ${fixed(fromDelete.p50, 1)} ms, p99 ${fixed(fromDelete.p99, 1)} ms, ` +
+            `max ${fixed(fromDelete.max, 1)} ms (from its answer p50 ${fixed(afterAnswer.p50, 1)}, ` +
+            `p99 ${fixed(afterAnswer.p99, 1)} ms)`,
+          target: 'p99 < 1000 ms',
+          pass: fromDelete.p99 < 1000,
+        },
+        {
+          phase: 'watch',
+          metric: 'TokenReviews',
+          value: `${abReviews} in the A/B, ${revocationReviews} in the revocation rounds`,
+          target: '0',
+          pass: abReviews === 0 && revocationReviews === 0,
         },
       );
     }
@@ -498,7 +617,8 @@ async function main(): Promise<void> {
       `bench: warm_added_cpu_us=${fixed(figures.warmAddedCpuUs, 1)} krp_rps_ratio=${fixed(figures.krpRpsRatio, 2)} ` +
         `krp_p99_ratio=${fixed(figures.krpP99Ratio, 2)} cold_cpu_ratio=${fixed(figures.coldCpuRatio, 2)} ` +
         `local_verify_ratio=${fixed(figures.localVerifyRatio, 2)} stampede_reviews=${fixed(figures.stampedeReviews, 0)} ` +
-        `heap_growth_mb=${fixed(figures.heapGrowthMb, 1)}`,
+        `heap_growth_mb=${fixed(figures.heapGrowthMb, 1)} watch_added_cpu_us=${fixed(figures.watchAddedCpuUs, 1)} ` +
+        `revocation_p99_ms=${fixed(figures.revocationP99Ms, 1)}`,
     );
   } finally {
     await stopProxy(proxy);
@@ -526,6 +646,18 @@ function rawRs256Us(tokens: string[], privateKeyPem: string): number {
   for (const p of parts) if (!verify('sha256', p.data, key, p.signature)) throw new Error('raw verification failed');
   const used = process.cpuUsage(before);
   return (used.user + used.system) / parts.length;
+}
+
+/**
+ * A store's CPU seconds so far, from its process metrics (`process.cpuUsage()`, microseconds), at every call: /proc's
+ * 10 ms ticks are too coarse for the short rounds of the local phases.
+ */
+function metricsCpuOf(store: RunningStore): () => Promise<number> {
+  return async () => {
+    const text = await (await fetch(`${store.url}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    return value('process_cpu_user_seconds_total') + value('process_cpu_system_seconds_total');
+  };
 }
 
 async function cpuOf(pid: number): Promise<number> {
@@ -638,7 +770,7 @@ function runMemory(input: MemoryInput): Promise<MemoryOutput> {
 }
 
 function printProfiles(profileDir: string): void {
-  for (const name of ['review', 'local']) {
+  for (const name of ['review', 'local', 'watch'].filter((n) => existsSync(join(profileDir, n)))) {
     const files = readdirSync(join(profileDir, name)).filter((f) => f.endsWith('.cpuprofile'));
     if (files.length === 0) {
       say(`profile of store-${name}: none written`);

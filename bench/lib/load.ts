@@ -30,8 +30,10 @@ export interface LoadOptions {
   token?: string;
   /** A token per request: called once per request. */
   nextToken?: () => string;
-  /** The server's pid, to report its CPU use (Linux /proc). */
+  /** The server's pid, to report its CPU use (Linux /proc, in 10 ms ticks). */
   serverPid?: number;
+  /** The server's CPU seconds so far, more precisely than /proc's ticks (a store's process metrics); else serverPid. */
+  serverCpuSeconds?: () => Promise<number>;
 }
 
 /**
@@ -46,9 +48,10 @@ export async function load(options: LoadOptions): Promise<LoadResult> {
   let failed = 0;
   const nextToken = options.nextToken;
   const headers: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
+  const serverCpu = options.serverCpuSeconds ?? (async () => cpuSeconds(options.serverPid));
+  const serverBefore = await serverCpu();
   const started = process.hrtime.bigint();
   const driverBefore = process.cpuUsage();
-  const serverBefore = cpuSeconds(options.serverPid);
   const mainBefore = cpuSeconds(options.serverPid, true);
   const instance = autocannon({
     url: target.toString(),
@@ -93,7 +96,7 @@ export async function load(options: LoadOptions): Promise<LoadResult> {
   // Up to the last response: autocannon notices that `amount` is reached only at its next 1-second tick.
   const seconds = Number(lastResponse - started) / 1e9;
   const driver = process.cpuUsage(driverBefore);
-  const serverCpu = (cpuSeconds(options.serverPid) - serverBefore) / seconds;
+  const serverCpuShare = ((await serverCpu()) - serverBefore) / seconds;
   const serverMainCpu = (cpuSeconds(options.serverPid, true) - mainBefore) / seconds;
   const sorted = latencies.slice(0, count).sort();
   return {
@@ -105,7 +108,7 @@ export async function load(options: LoadOptions): Promise<LoadResult> {
     p99: percentile(sorted, 0.99),
     latencies: sorted,
     driverCpu: (driver.user + driver.system) / 1e6 / seconds,
-    serverCpu,
+    serverCpu: serverCpuShare,
     serverMainCpu,
   };
 }

@@ -1,10 +1,16 @@
 import { CoreV1Api } from '@kubernetes/client-node';
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { createPod, createServiceAccount, deletePod, type ServiceAccountRef } from '@k8s-auth/nestjs/testing';
+import {
+  countApiServerRequests,
+  createPod,
+  createServiceAccount,
+  deletePod,
+  type ServiceAccountRef,
+} from '@k8s-auth/nestjs/testing';
 import { ACCOUNTS } from './support/environment';
 import { decodeJwt, retimedClaims, signRs256, unsignedJwt, withEditedPayload } from './support/forge';
-import { answered, type HttpOutcome, rawCall, type RawHeader, type RawRequest } from './support/http';
+import { answered, call, type HttpOutcome, rawCall, type RawHeader, type RawRequest } from './support/http';
 import { eventually, sleep, type SuiteContext } from './support/context';
 import { handlerCalls, startTargetApp, type TargetApp } from './support/target-app';
 
@@ -211,6 +217,11 @@ const CACHE_TTL_MS = 2_000;
 const NEGATIVE_CACHE_TTL_MS = 1_000;
 /** kube-apiserver caches successful token authentications for about 10 s. */
 const API_SERVER_TOKEN_CACHE_MS = 10_000;
+/** A local+watch store refuses a token this soon after the DELETE of its pod or service account… */
+const WATCH_REVOCATION_MS = 1_000;
+/** …polled this often, and given up on after the bound (the figure still says how late it came). */
+const WATCH_POLL_MS = 50;
+const WATCH_POLL_BOUND_MS = 10_000;
 
 /**
  * Attacks: each must be refused (401 or 403) and never reach the handler. Every attack runs against
@@ -396,6 +407,127 @@ export function describeAttacks(ctx: SuiteContext): void {
       }
       expect(handlerCalls.tenant).toBe(settled);
       console.log(`attacks: revoked after ${JSON.stringify(revokedAfter)} ms (guard TTL ${CACHE_TTL_MS} ms)`);
+    });
+
+    it(`refuses, within ${WATCH_REVOCATION_MS} ms of the DELETE and with no TokenReview, in a local+watch store: a token of a deleted pod and one of a service account deleted and re-created under the same name (whose new token passes)`, async () => {
+      const { env } = ctx;
+      const core = env.cp.kubeConfig.makeApiClient(CoreV1Api);
+      const reviews = () => countApiServerRequests(env.cp.kubeConfig, 'tokenreviews');
+      /** The API server's count once two reads half a second apart agree: no review still under way. */
+      const settledReviews = async () => {
+        let last = await reviews();
+        return eventually(
+          'the TokenReview count settled',
+          async () => {
+            await sleep(500);
+            const now = await reviews();
+            if (now === last) return now;
+            last = now;
+            return undefined;
+          },
+          30_000,
+          0,
+        );
+      };
+      // The store's routes allowlist api:api: it watches that service account and its pods in namespace api, with
+      // the rights of k8s/base's secret-store-watch-rbac.yaml.
+      const store = await env.startSecretStore({ env: { VERIFICATION: 'local+watch' } });
+      const send = (token: string) => call(ctx.ledger, store.url, { headers: { authorization: `Bearer ${token}` } });
+      /** From the start of the DELETE to the first 403, polled every WATCH_POLL_MS; 200 meanwhile, nothing else. */
+      const refusedAfter = async (what: string, token: string, remove: () => Promise<unknown>): Promise<number> => {
+        const started = performance.now();
+        await remove();
+        for (;;) {
+          const res = await send(token);
+          const ms = performance.now() - started;
+          if (answered(res) && res.status === 403) return ms;
+          if (res.status !== 200) throw new Error(`a token of the ${what}: answered ${res.status} while polled`);
+          if (ms > WATCH_POLL_BOUND_MS)
+            throw new Error(`a token of the ${what}: still accepted after ${Math.round(ms)} ms`);
+          await sleep(WATCH_POLL_MS);
+        }
+      };
+      let accountDeleted = false;
+      try {
+        // Until its watches hold their first lists, the store asks TokenReview: waited out, not counted.
+        await eventually(
+          'the local+watch store answering from its watches (a new token accepted with no TokenReview)',
+          async () => {
+            const token = await env.mint(ACCOUNTS.api, { boundObject: { kind: 'Pod', ...env.pods.api } });
+            const before = await reviews();
+            const res = await send(token);
+            if (res.status !== 200) throw new Error(`a valid token answered ${res.status}`);
+            return (await reviews()) === before ? true : undefined;
+          },
+          30_000,
+          200,
+        );
+
+        const pod = await createPod(env.cp.kubeConfig, ACCOUNTS.api, 'api-watched-0');
+        const podBound = await env.mint(ACCOUNTS.api, { boundObject: { kind: 'Pod', ...pod } });
+        const ofAccount = await env.mint(ACCOUNTS.api);
+        // Accepted once, then sent only after the re-creation: refused by uid, not because it was refused before.
+        const ofAccountIdle = await env.mint(ACCOUNTS.api);
+        const reviewsBefore = await settledReviews();
+        for (const token of [podBound, ofAccount, ofAccountIdle]) {
+          const res = await send(token);
+          expect(answered(res) && res.status).toBe(200);
+        }
+
+        const podMs = await refusedAfter('deleted pod', podBound, () =>
+          deletePod(env.cp.kubeConfig, ACCOUNTS.api.namespace, pod.name),
+        );
+        const oldUid = (
+          await core.readNamespacedServiceAccount({ name: ACCOUNTS.api.name, namespace: ACCOUNTS.api.namespace })
+        ).metadata?.uid;
+        accountDeleted = true;
+        const serviceAccountMs = await refusedAfter('deleted service account', ofAccount, () =>
+          core.deleteNamespacedServiceAccount({ name: ACCOUNTS.api.name, namespace: ACCOUNTS.api.namespace }),
+        );
+        await eventually(
+          'the old service account gone',
+          async () => {
+            const list = await core.listNamespacedServiceAccount({ namespace: ACCOUNTS.api.namespace });
+            return list.items.some((sa) => sa.metadata?.name === ACCOUNTS.api.name) ? undefined : true;
+          },
+          10_000,
+          100,
+        );
+        const { uid: newUid } = await createServiceAccount(env.cp.kubeConfig, ACCOUNTS.api);
+        expect(newUid).not.toBe(oldUid);
+
+        const fresh = await send(await env.mint(ACCOUNTS.api));
+        const old: [string, HttpOutcome][] = [];
+        for (const [what, token] of [
+          ['token bound to a deleted pod (local+watch)', podBound],
+          ['token of a service account deleted and re-created, refused since (local+watch)', ofAccount],
+          ['token of a service account deleted and re-created, unsent since (local+watch)', ofAccountIdle],
+        ] as const) {
+          const res = await send(token);
+          tried(what, 'secret-store local+watch', res, false);
+          old.push([what, res]);
+        }
+        const spent = (await settledReviews()) - reviewsBefore;
+        ctx.figures.watchRevocation = { podMs, serviceAccountMs, reviews: spent };
+        console.log(
+          `attacks: local+watch store refused a deleted pod's token after ${Math.round(podMs)} ms, a deleted ` +
+            `service account's after ${Math.round(serviceAccountMs)} ms (polled every ${WATCH_POLL_MS} ms); ` +
+            `re-created: new token ${fresh.status}, old ones ${old.map(([, res]) => res.status).join(', ')}; ` +
+            `${spent} TokenReviews`,
+        );
+        expect(podMs).toBeLessThan(WATCH_REVOCATION_MS);
+        expect(serviceAccountMs).toBeLessThan(WATCH_REVOCATION_MS);
+        expect(answered(fresh) && fresh.status).toBe(200);
+        expect(old.filter(([, res]) => res.status !== 403).map(([what, res]) => `${what}: ${res.status}`)).toEqual([]);
+        expect(spent).toBe(0);
+      } finally {
+        await store.stop();
+        if (accountDeleted) {
+          // The areas after this one call with api:api: its kubeconfig and token files again, for the new uid.
+          await createServiceAccount(env.cp.kubeConfig, ACCOUNTS.api);
+          await env.renewCredentials('api');
+        }
+      }
     });
   });
 }

@@ -6,6 +6,8 @@ export class Figures {
   readonly attacks = { tried: 0, accepted: 0 };
   readonly faults = { scenarios: 0, lost: 0, unexpected5xx: 0 };
   readonly fuzz = { inputs: 0, fiveXx: 0 };
+  /** A local+watch store's revocation (the attacks area): ms from each DELETE to the first 403, TokenReviews made. */
+  watchRevocation: { podMs: number; serviceAccountMs: number; reviews: number } | undefined;
   secrets: { leaks: number; lines: number } | undefined;
   /** What tokens cost the API server and its callers (the review-budget area); each set once measured. */
   readonly reviews: {
@@ -22,6 +24,13 @@ export class Figures {
     const lines: string[] = [];
     if (this.attacks.tried > 0) {
       lines.push(`security: ${this.attacks.tried} attacks tried, ${this.attacks.accepted} accepted`);
+    }
+    if (this.watchRevocation) {
+      const { podMs, serviceAccountMs, reviews } = this.watchRevocation;
+      lines.push(
+        `revocation (local+watch): deleted pod refused after ${Math.round(podMs)} ms, ` +
+          `re-created service account after ${Math.round(serviceAccountMs)} ms, ${reviews} TokenReviews`,
+      );
     }
     if (this.faults.scenarios > 0) {
       lines.push(

@@ -149,6 +149,17 @@ export class SecurityEnvironment {
     await this.recordTokenFiles(this.tokenDir);
   }
 
+  /**
+   * After the service account `key` was deleted and re-created (a new uid: its earlier tokens no longer pass): its
+   * kubeconfig and the callers' token files written again, for the services started later.
+   */
+  async renewCredentials(key: keyof typeof ACCOUNTS): Promise<void> {
+    const config = await kubeConfigFor(this.cp.kubeConfig, ACCOUNTS[key], 24 * 3600);
+    this.ledger.addToken(config.getCurrentUser()?.token);
+    await fs.writeFile(this.kubeconfigs[key], config.exportConfig(), { mode: 0o600 });
+    await this.rotate();
+  }
+
   private async recordTokenFiles(directory: string): Promise<void> {
     const data = join(directory, '..data');
     for (const name of await fs.readdir(data)) {

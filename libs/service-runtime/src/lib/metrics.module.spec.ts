@@ -102,6 +102,8 @@ describe('MetricsModule', () => {
     expect(res.text).toContain('k8s_auth_guard_decisions_total{decision="unauthenticated"} 1');
     expect(res.text).toContain('k8s_auth_guard_decisions_total{decision="allowed"} 1');
     expect(res.text).not.toContain(TOKEN.slice(-16));
+    // Node's process metrics, read from process.cpuUsage() at each scrape.
+    expect(res.text).toMatch(/^process_cpu_user_seconds_total \d/m);
   });
 
   it("serves prom-client's global registry by default, where the library writes by default", async () => {

@@ -1,7 +1,7 @@
 import { Controller, type DynamicModule, Get, Inject, Module, Res } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { PublicRoute } from '@k8s-auth/nestjs';
-import { register, type Registry } from 'prom-client';
+import { collectDefaultMetrics, register, type Registry } from 'prom-client';
 
 const METRICS_REGISTRY = Symbol('METRICS_REGISTRY');
 
@@ -22,17 +22,26 @@ class MetricsController {
   }
 }
 
+// prom-client refuses to register its process metrics twice in one registry.
+const withProcessMetrics = new WeakSet<Registry>();
+
 @Module({})
 export class MetricsModule {
   /**
    * Serves `registry`: prom-client's global registry by default, where `K8sAuthModule` writes unless given its own
-   * (`metrics` option); pass that same registry here.
+   * (`metrics` option); pass that same registry here. With it, Node's process metrics (`process_cpu_*_seconds_total`,
+   * memory, event-loop lag), unless `processMetrics: false`.
    */
-  static forRoot(options: { registry?: Registry } = {}): DynamicModule {
+  static forRoot(options: { registry?: Registry; processMetrics?: boolean } = {}): DynamicModule {
+    const registry = options.registry ?? register;
+    if (options.processMetrics !== false && !withProcessMetrics.has(registry)) {
+      withProcessMetrics.add(registry);
+      collectDefaultMetrics({ register: registry });
+    }
     return {
       module: MetricsModule,
       controllers: [MetricsController],
-      providers: [{ provide: METRICS_REGISTRY, useValue: options.registry ?? register }],
+      providers: [{ provide: METRICS_REGISTRY, useValue: registry }],
     };
   }
 }
