@@ -11,7 +11,7 @@ import {
 import { ACCOUNTS } from './support/environment';
 import { decodeJwt, retimedClaims, signRs256, unsignedJwt, withEditedPayload } from './support/forge';
 import { answered, call, type HttpOutcome, rawCall, type RawHeader, type RawRequest } from './support/http';
-import { eventually, sleep, type SuiteContext } from './support/context';
+import { eventually, settledCount, sleep, type SuiteContext } from './support/context';
 import { handlerCalls, startTargetApp, type TargetApp } from './support/target-app';
 
 /** Tokens the attacks use, all minted by the control plane or signed during the run. */
@@ -413,22 +413,7 @@ export function describeAttacks(ctx: SuiteContext): void {
       const { env } = ctx;
       const core = env.cp.kubeConfig.makeApiClient(CoreV1Api);
       const reviews = () => countApiServerRequests(env.cp.kubeConfig, 'tokenreviews');
-      /** The API server's count once two reads half a second apart agree: no review still under way. */
-      const settledReviews = async () => {
-        let last = await reviews();
-        return eventually(
-          'the TokenReview count settled',
-          async () => {
-            await sleep(500);
-            const now = await reviews();
-            if (now === last) return now;
-            last = now;
-            return undefined;
-          },
-          30_000,
-          0,
-        );
-      };
+      const settledReviews = () => settledCount(reviews, 30_000);
       // The store's routes allowlist api:api: it watches that service account and its pods in namespace api, with
       // the rights of k8s/base's secret-store-watch-rbac.yaml.
       const store = await env.startSecretStore({ env: { VERIFICATION: 'local+watch' } });

@@ -2,7 +2,7 @@ import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { Agent } from 'node:http';
 import { countApiServerRequests } from '@k8s-auth/nestjs/testing';
-import { eventually, sleep, type SuiteContext } from './support/context';
+import { settledCount, sleep, type SuiteContext } from './support/context';
 import { DelayProxy } from './support/delay-proxy';
 import { ACCOUNTS, type RunningService } from './support/environment';
 import { decodeJwt, nonCanonicalSpelling, retimedClaims, signRs256, withEditedPayload } from './support/forge';
@@ -72,22 +72,7 @@ export function describeReviewBudget(ctx: SuiteContext): void {
     let unknownKey: ReturnType<typeof generateKeyPairSync>['privateKey'];
     const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
     const reviews = () => countApiServerRequests(ctx.env.cp.kubeConfig, 'tokenreviews');
-    /** The API server's count once two reads half a second apart agree: no review of the store still under way. */
-    const settledReviews = async (): Promise<number> => {
-      let last = await reviews();
-      return eventually(
-        'the TokenReview count settled',
-        async () => {
-          await sleep(500);
-          const now = await reviews();
-          if (now === last) return now;
-          last = now;
-          return undefined;
-        },
-        60_000,
-        0,
-      );
-    };
+    const settledReviews = () => settledCount(reviews, 60_000);
     const refused = (o: HttpOutcome) => o.status === 401 || o.status === 403;
     const statuses = (outcomes: HttpOutcome[]) => {
       const counts: Record<string, number> = {};

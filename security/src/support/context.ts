@@ -92,3 +92,23 @@ export async function eventually<T>(
     await sleep(intervalMs);
   }
 }
+
+/**
+ * A count (e.g. the API server's TokenReviews) once two reads half a second apart agree: nothing still under way.
+ * `count` reads it (the testing kit's countApiServerRequests on an administrator's configuration).
+ */
+export async function settledCount(count: () => Promise<number>, timeoutMs: number): Promise<number> {
+  let last = await count();
+  return eventually(
+    'the TokenReview count settled',
+    async () => {
+      await sleep(500);
+      const now = await count();
+      if (now === last) return now;
+      last = now;
+      return undefined;
+    },
+    timeoutMs,
+    0,
+  );
+}
