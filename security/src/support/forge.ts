@@ -1,4 +1,5 @@
-import { type KeyObject, randomUUID, sign } from 'node:crypto';
+import { type KeyObject, randomUUID } from 'node:crypto';
+import { signJwt } from '@k8s-auth/nestjs/testing';
 
 export interface DecodedJwt {
   header: Record<string, unknown>;
@@ -18,10 +19,12 @@ export function decodeJwt(token: string): DecodedJwt {
   };
 }
 
-/** Signs `payload` as an RS256 JWS with `key` (PEM or KeyObject), the way kube-apiserver signs its tokens. */
+/**
+ * Signs `payload` as an RS256 JWS with `key` (PEM or KeyObject) and the members of `header` (a minted token's `kid`,
+ * say), the way kube-apiserver signs its tokens: with the testing kit's signer.
+ */
 export function signRs256(key: string | KeyObject, header: Record<string, unknown>, payload: object): string {
-  const input = `${encode({ ...header, alg: 'RS256' })}.${encode(payload)}`;
-  return `${input}.${sign('sha256', Buffer.from(input), key).toString('base64url')}`;
+  return signJwt(key, payload, { ...header, alg: 'RS256' });
 }
 
 /** An unsigned JWT (`alg: none`), with `signature` as its third segment (RFC 7519 says empty). */
