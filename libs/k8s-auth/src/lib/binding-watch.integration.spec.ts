@@ -26,7 +26,7 @@ import {
 } from '../testing';
 import { BoundObjectWatches } from './bound-object-watches';
 import { API, DATA_STORE, GuardedApps, mintToken, REVIEWER, sleep } from './guarded-apps.spec-support';
-import { KubernetesApiClient, loadKubeConfig } from './kubernetes-api.client';
+import { KubernetesApiClient } from './kubernetes-api.client';
 import type { WatchedBindingsAuthenticator } from './watched-bindings.authenticator';
 
 // `local+watch` against a real kube-apiserver: tokens verified locally, their service account and pod looked up in
@@ -255,11 +255,7 @@ describe('local+watch: bindings checked from watches, against a real API server'
   });
 
   it('keeps only names and uids: the pods of a watched namespace as name → uid strings', async () => {
-    const watches = new BoundObjectWatches(
-      new KubernetesApiClient({ kubeconfig }),
-      () => loadKubeConfig(kubeconfig),
-      5000,
-    );
+    const watches = new BoundObjectWatches(new KubernetesApiClient({ kubeconfig }), 5000);
     watches.start({ namespaces: new Set(['data-store']), serviceAccounts: new Set() });
     try {
       await watches.whenSynced();

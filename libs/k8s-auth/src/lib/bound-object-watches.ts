@@ -69,7 +69,6 @@ export class BoundObjectWatches {
 
   constructor(
     private readonly api: KubernetesApiClient,
-    private readonly loadConfig: () => KubeConfig,
     private readonly stalenessMs: number,
   ) {}
 
@@ -77,7 +76,7 @@ export class BoundObjectWatches {
     if (this.stopped || this.scopes.size > 0) return;
     let config: KubeConfig;
     try {
-      config = this.loadConfig();
+      config = this.api.kubeConfig();
     } catch (err) {
       this.logger.error(`Cannot watch callers' objects: ${(err as Error).message}; tokens go to TokenReview`);
       this.markStarted();

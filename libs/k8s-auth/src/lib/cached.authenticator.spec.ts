@@ -134,11 +134,13 @@ describe('CachedAuthenticator', () => {
     expect(strategy.asked).toHaveLength(2);
   });
 
-  it('passes every question through with maxEntries 0', async () => {
+  it('passes every question through with maxEntries 0, concurrent ones still sharing one answer', async () => {
     const auth = cached({ maxEntries: 0 });
     const token = tokenFor(2);
     await auth.authenticate(token, ['a']);
     await auth.authenticate(token, ['a']);
     expect(strategy.asked).toHaveLength(2);
+    await Promise.all([auth.authenticate(token, ['a']), auth.authenticate(token, ['a'])]);
+    expect(strategy.asked).toHaveLength(3);
   });
 });

@@ -4,7 +4,7 @@ import type { ReviewResult, TokenAuthenticator } from './authentication.types';
 import type { K8sAuthMetrics } from './k8s-auth.metrics';
 
 export interface AnswerCacheOptions {
-  /** Bound of each cache (acceptances, refusals); 0 turns caching off. */
+  /** Bound of each cache (acceptances, refusals); 0 turns caching off (concurrent questions still share one answer). */
   maxEntries: number;
   /** How long an acceptance is reused; never past the token's own `exp`. */
   ttlMs: number;
@@ -42,11 +42,12 @@ export class CachedAuthenticator implements TokenAuthenticator {
   }
 
   async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
-    if (!this.acceptances || !this.refusals) return this.inner.authenticate(token, audiences);
     const key = this.keyOf(token, audiences);
-    const known = this.acceptances.get(key) ?? this.refusals.get(key);
-    this.metrics.cacheLookup(known !== undefined);
-    if (known) return known;
+    if (this.acceptances && this.refusals) {
+      const known = this.acceptances.get(key) ?? this.refusals.get(key);
+      this.metrics.cacheLookup(known !== undefined);
+      if (known) return known;
+    }
 
     let answer = this.pending.get(key);
     if (!answer) {
@@ -65,6 +66,7 @@ export class CachedAuthenticator implements TokenAuthenticator {
     }
     return answer;
   }
+
   private keep(key: string, result: ReviewResult): void {
     if (!result.accepted) {
       this.refusals?.set(key, result, { ttl: Math.max(1, this.options.refusalTtlMs) });

@@ -108,8 +108,12 @@ export class KubernetesApiClient implements OnApplicationShutdown {
     this.connection();
   }
 
-  /** Loaded on first use: an app that only reads a projected token file needs no kubeconfig. */
-  private get config(): KubeConfig {
+  /**
+   * The client configuration these calls use, for a caller that needs its own connection to the same API server with
+   * the same credentials (a watch). Loaded on first use: an app that only reads a projected token file needs no
+   * kubeconfig.
+   */
+  kubeConfig(): KubeConfig {
     return this.connection().config;
   }
 
@@ -181,7 +185,7 @@ export class KubernetesApiClient implements OnApplicationShutdown {
   ): Promise<T> {
     const options: RequestOptions = {};
     // Fills in the credentials (and CA, client certificate) of the current user and cluster.
-    await this.config.applyToHTTPSOptions(options);
+    await this.kubeConfig().applyToHTTPSOptions(options);
     const agent = this.agentFor(options);
     const secure = this.server.protocol === 'https:';
     const url = new URL(path, this.server);

@@ -6,7 +6,7 @@ import { API_SERVER_AUDIENCE, DEFAULTS } from './k8s-auth.constants';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions, TokenVerification } from './k8s-auth-options.interface';
-import { KubernetesApiClient, loadKubeConfig } from './kubernetes-api.client';
+import { KubernetesApiClient } from './kubernetes-api.client';
 import { LocalJwtAuthenticator } from './local-jwt.authenticator';
 import { RoutePolicies } from './route-policy';
 import { SigningKeys } from './signing-keys';
@@ -83,7 +83,7 @@ export function createTokenAuthenticator(
     if (verification === 'local+watch') {
       if (!policies) throw new Error("verification 'local+watch' needs the routes' allowlists (RoutePolicies)");
       const stalenessMs = nonNegative('watchStalenessMs', options.watchStalenessMs ?? DEFAULTS.watchStalenessMs);
-      const watches = new BoundObjectWatches(api, () => loadKubeConfig(options.kubeconfig), stalenessMs);
+      const watches = new BoundObjectWatches(api, stalenessMs);
       // Caches inside: the binding check runs on every request, after the cached local verification.
       return new WatchedBindingsAuthenticator(local, review, watches, policies, cached);
     }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { MalformedTokenError, readTokenTimes, renewalTime, tokenExpiry } from './token-times';
+import { MalformedTokenError, readTokenTimes, renewalTime } from './token-times';
 
 const encode = (text: string) => Buffer.from(text, 'utf8').toString('base64url');
 const header = encode(JSON.stringify({ alg: 'RS256', kid: 'test' }));
@@ -141,14 +141,5 @@ describe('renewalTime', () => {
   it('works on the result of readTokenTimes', () => {
     const times = readTokenTimes(testJwt({ iat: 1_700_000_000, exp: 1_700_003_600 }));
     expect(renewalTime(times)?.getTime()).toBe(1_700_002_880_000);
-  });
-});
-
-describe('tokenExpiry', () => {
-  it("is the token's exp, or undefined when it has none or is not a JWT", () => {
-    expect(tokenExpiry(testJwt({ exp: 1_700_003_600 }))).toEqual(new Date('2023-11-14T23:13:20.000Z'));
-    expect(tokenExpiry(testJwt({ iat: 1_700_000_000 }))).toBeUndefined();
-    expect(tokenExpiry(jwtWithPayloadText('not json'))).toBeUndefined();
-    expect(tokenExpiry('opaque-token')).toBeUndefined();
   });
 });

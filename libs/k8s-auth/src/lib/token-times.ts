@@ -53,16 +53,3 @@ function numericDate(claim: unknown): Date | undefined {
   const date = new Date(claim * 1000);
   return Number.isNaN(date.getTime()) ? undefined : date;
 }
-
-/**
- * The token's `exp`, or undefined when it has none or is not a JWT (legacy tokens are JWTs too, other bearer tokens
- * need not be). Read without verifying: for refusing a token that is expired whoever signed it, and for bounding how
- * long an answer about a verified token is reused.
- */
-export function tokenExpiry(token: string): Date | undefined {
-  try {
-    return readTokenTimes(token).expiresAt;
-  } catch {
-    return undefined;
-  }
-}
