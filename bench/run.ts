@@ -402,7 +402,8 @@ async function main(): Promise<void> {
       if (proxy) {
         const krp = proxy;
         let nextKrp = 0;
-        const storeBefore = await cpuOf(reviewStore.pid);
+        const storeCpu = metricsCpuOf(reviewStore);
+        const storeBefore = await storeCpu();
         const viaProxy = await load({
           url: krp.url,
           path: UNGUARDED,
@@ -412,7 +413,7 @@ async function main(): Promise<void> {
           nextToken: () => krpColdTokens[nextKrp++ % krpColdTokens.length],
           serverPid: krp.pid,
         });
-        const storeUs = (((await cpuOf(reviewStore.pid)) - storeBefore) / viaProxy.ok) * 1e6;
+        const storeUs = (((await storeCpu()) - storeBefore) / viaProxy.ok) * 1e6;
         failures('cold, kube-rbac-proxy', [viaProxy]);
         rows.push({
           phase: 'cold',
@@ -665,11 +666,6 @@ function metricsCpuOf(store: RunningStore): () => Promise<number> {
     const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
     return value('process_cpu_user_seconds_total') + value('process_cpu_system_seconds_total');
   };
-}
-
-async function cpuOf(pid: number): Promise<number> {
-  const fields = (await fs.readFile(`/proc/${pid}/stat`, 'utf8')).split(')').pop()?.trim().split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 function describeLoad(r: LoadResult, server = 'store'): string {
