@@ -17,7 +17,7 @@ import {
   serviceAccountClaims,
   startControlPlane,
 } from '@k8s-auth/nestjs/testing';
-import { inParallel, KubeClient, mintTokens, signTokens, tokenReview } from './lib/kube';
+import { KubeClient, mintTokens, signTokens } from './lib/kube';
 import {
   ensureKubeRbacProxy,
   kubeRbacProxyVersion,
@@ -28,6 +28,7 @@ import { combine, load, type LoadResult } from './lib/load';
 import { breakdown, summarizeProfile } from './lib/profile';
 import { measureRevocation, podBoundToken, quantiles, untilServedFromWatches } from './lib/revocation';
 import { type RunningStore, startStore } from './lib/store';
+import type { BareReviewsInput, BareReviewsOutput } from './lib/bare-reviews';
 import type { MemoryInput, MemoryOutput } from './memory';
 
 // `npm run bench`: what the guard costs, against an unguarded twin route and against kube-rbac-proxy, on a real
@@ -65,6 +66,8 @@ const S = {
   krpRounds: QUICK ? 2 : 8,
   connections: 16,
   coldTokens: QUICK ? 500 : 3000,
+  // Reviewed before the cold phase measures, by the store and by the floor's client alike: JIT, connections.
+  coldWarmUpTokens: QUICK ? 200 : 1000,
   krpColdTokens: QUICK ? 300 : 1500,
   bareReviews: QUICK ? 500 : 2000,
   stampede: 200,
@@ -79,7 +82,7 @@ const S = {
   revocationPollMs: 20,
   memoryTokens: QUICK ? 20_000 : 100_000,
   memoryConcurrency: 128,
-  memoryMaxSeconds: QUICK ? 60 : 150,
+  memoryMaxSeconds: QUICK ? 60 : 280,
 };
 
 interface Row {
@@ -219,11 +222,12 @@ async function main(): Promise<void> {
     }
 
     // --- tokens ---------------------------------------------------------------------------------------------------
+    const mintedCount = S.coldTokens + S.krpColdTokens + S.bareReviews + 2 * S.coldWarmUpTokens + 2;
     const admin = await KubeClient.create(cp.kubeConfig, 32);
     clients.push(admin);
     let t = Date.now();
     const minted = await mintTokens(admin, API, {
-      count: S.coldTokens + S.krpColdTokens + S.bareReviews + 2,
+      count: mintedCount,
       audiences: AUDIENCES,
       pod,
       concurrency: 16,
@@ -232,10 +236,9 @@ async function main(): Promise<void> {
     const stampedeToken = minted.pop() as string;
     const coldTokens = minted.splice(0, S.coldTokens);
     const krpColdTokens = minted.splice(0, S.krpColdTokens);
-    const bareTokens = minted.splice(0, S.bareReviews);
-    say(
-      `minted ${S.coldTokens + S.krpColdTokens + S.bareReviews + 2} tokens in ${fixed((Date.now() - t) / 1000, 1)} s`,
-    );
+    const bareTokens = minted.splice(0, S.bareReviews + S.coldWarmUpTokens);
+    const coldWarmUpTokens = minted.splice(0, S.coldWarmUpTokens);
+    say(`minted ${mintedCount} tokens in ${fixed((Date.now() - t) / 1000, 1)} s`);
     t = Date.now();
     const claims = serviceAccountClaims({
       issuer: cp.issuer,
@@ -255,26 +258,34 @@ async function main(): Promise<void> {
     // --- warm: one cached token, guarded route against its unguarded twin ------------------------------------------
     if (want('warm')) {
       say(`warm: GET ${GUARDED} with one cached token vs GET ${UNGUARDED}, ${S.warmRounds} rounds...`);
-      // Both routes get the same request, token header included: only the guard's work differs.
-      const warm = (path: string, seconds = S.warmSeconds) =>
+      // Both routes get the same request, token header included, at the same rate: only the guard's work differs.
+      const warm = (path: string, rate?: number) =>
         load({
           url: reviewStore.url,
           path,
           connections: S.connections,
-          duration: seconds,
-          maxSeconds: seconds + 10,
+          duration: S.warmSeconds,
+          maxSeconds: S.warmSeconds + 10,
+          rate,
           token: warmToken,
           serverPid: reviewStore.pid,
           serverCpuSeconds: metricsCpuOf(reviewStore),
         });
-      const pairs = await pairedRounds(S.warmRounds, (path) => warm(path), { A: UNGUARDED, B: GUARDED });
+      const { pairs, rate, unpacedRpsRatio } = await pairedRounds(
+        S.warmRounds,
+        warm,
+        { A: UNGUARDED, B: GUARDED },
+        {
+          sameRate: true,
+        },
+      );
       const unguarded = combine(pairs.map((p) => p.a));
       const guarded = combine(pairs.map((p) => p.b));
       unguardedCpuUs = median(pairs.map((p) => cpuUs(p.a)));
       figures.warmAddedCpuUs = median(pairs.map((p) => cpuUs(p.b) - cpuUs(p.a)));
       rows.push(
-        { phase: 'warm', metric: `unguarded GET ${UNGUARDED}`, value: describeLoad(unguarded) },
-        { phase: 'warm', metric: `guarded GET ${GUARDED}, cached token`, value: describeLoad(guarded) },
+        { phase: 'warm', metric: `unguarded GET ${UNGUARDED}, ${rate} req/s`, value: describeLoad(unguarded) },
+        { phase: 'warm', metric: `guarded GET ${GUARDED}, cached token, ${rate} req/s`, value: describeLoad(guarded) },
         {
           phase: 'warm',
           metric: 'store CPU the guard adds per cached request (median of rounds)',
@@ -284,8 +295,8 @@ async function main(): Promise<void> {
         },
         {
           phase: 'warm',
-          metric: 'requests/s, guarded over unguarded (median)',
-          value: `${fixed(median(pairs.map((p) => p.b.rps / p.a.rps)), 3)}`,
+          metric: 'requests/s, guarded over unguarded, each as fast as it is answered (warm-up runs)',
+          value: fixed(unpacedRpsRatio, 3),
         },
       );
       failures('warm', [unguarded, guarded]);
@@ -308,7 +319,7 @@ async function main(): Promise<void> {
           serverPid: path === 'krp' ? krp.pid : reviewStore.pid,
           serverCpuSeconds: path === 'krp' ? undefined : metricsCpuOf(reviewStore),
         });
-      const pairs = await pairedRounds(S.krpRounds, run, { A: 'krp', B: 'guard' });
+      const { pairs } = await pairedRounds(S.krpRounds, run, { A: 'krp', B: 'guard' });
       const viaProxy = combine(pairs.map((p) => p.a));
       const guarded = combine(pairs.map((p) => p.b));
       figures.krpRpsRatio = median(pairs.map((p) => p.b.rps / p.a.rps));
@@ -339,45 +350,58 @@ async function main(): Promise<void> {
       say(
         `cold: ${S.coldTokens} distinct tokens, ${S.connections} connections; a bare TokenReview loop for the floor...`,
       );
-      let next = 0;
+      const coldLoad = (tokens: string[]) => {
+        let next = 0;
+        return load({
+          url: reviewStore.url,
+          path: GUARDED,
+          connections: S.connections,
+          amount: tokens.length,
+          maxSeconds: 120,
+          nextToken: () => tokens[next++ % tokens.length],
+          serverPid: reviewStore.pid,
+          serverCpuSeconds: metricsCpuOf(reviewStore),
+        });
+      };
+      await coldLoad(coldWarmUpTokens);
       const reviewsBefore = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
-      const cold = await load({
-        url: reviewStore.url,
-        path: GUARDED,
-        connections: S.connections,
-        amount: S.coldTokens,
-        maxSeconds: 120,
-        nextToken: () => coldTokens[next++ % coldTokens.length],
-        serverPid: reviewStore.pid,
-        serverCpuSeconds: metricsCpuOf(reviewStore),
-      });
+      const cold = await coldLoad(coldTokens);
       const coldReviews = (await countApiServerRequests(cp.kubeConfig, 'tokenreviews')) - reviewsBefore;
       failures('cold', [cold]);
-      // The floor: the same TokenReview from a bare Node client (keep-alive HTTPS, as many in flight as the load's
-      // connections), CPU per review of this process.
-      const bare = await KubeClient.create(storeKubeConfig, S.connections);
-      clients.push(bare);
-      await tokenReview(bare, bareTokens[0], AUDIENCES); // the connection is set up outside the measure
-      const cpuBefore = process.cpuUsage();
-      await inParallel(bareTokens.length - 1, S.connections, async (i) => {
-        if (!(await tokenReview(bare, bareTokens[i + 1], AUDIENCES))) throw new Error('token refused');
-      });
-      const bareCpu = process.cpuUsage(cpuBefore);
-      const bareUs = (bareCpu.user + bareCpu.system) / (bareTokens.length - 1);
-      if (!Number.isFinite(unguardedCpuUs)) {
-        const ping = await load({
+      // The floor, under the cold run's conditions (same CPU, same rate, a warmed-up process): the same TokenReviews
+      // from a bare Node client (keep-alive HTTPS, as many in flight as the load's connections) in a process of its
+      // own, plus the unguarded route.
+      const tokensFile = join(dir, 'bare-tokens.json');
+      await fs.writeFile(tokensFile, JSON.stringify(bareTokens));
+      const bare = await runScript<BareReviewsInput, BareReviewsOutput>(
+        'lib/bare-reviews.ts',
+        'BENCH_BARE_INPUT',
+        {
+          kubeconfig,
+          tokensFile,
+          warmUp: S.coldWarmUpTokens,
+          audiences: AUDIENCES,
+          concurrency: S.connections,
+          rate: Math.round(cold.rps),
+        },
+        { cpus: pinning?.servers },
+      );
+      const bareUs = bare.cpuUs;
+      const pingAt = (rate: number | undefined) =>
+        load({
           url: reviewStore.url,
           path: UNGUARDED,
           connections: S.connections,
           duration: S.warmSeconds,
           maxSeconds: S.warmSeconds + 10,
+          rate,
           token: warmToken,
           serverPid: reviewStore.pid,
           serverCpuSeconds: metricsCpuOf(reviewStore),
         });
-        unguardedCpuUs = cpuUs(ping);
-      }
-      figures.coldCpuRatio = cpuUs(cold) / (bareUs + unguardedCpuUs);
+      const pingAtRate = cpuUs(await pingAt(Math.round(cold.rps)));
+      if (!Number.isFinite(unguardedCpuUs)) unguardedCpuUs = cpuUs(await pingAt(undefined));
+      figures.coldCpuRatio = cpuUs(cold) / (bareUs + pingAtRate);
       rows.push(
         {
           phase: 'cold',
@@ -389,7 +413,10 @@ async function main(): Promise<void> {
         {
           phase: 'cold',
           metric: 'store CPU per new token',
-          value: `${fixed(cpuUs(cold), 0)} µs (floor: bare TokenReview ${fixed(bareUs, 0)} µs + unguarded route ${fixed(unguardedCpuUs, 0)} µs)`,
+          value:
+            `${fixed(cpuUs(cold), 0)} µs (floor: bare TokenReview ${fixed(bareUs, 0)} µs at ${fixed(bare.rps, 0)}/s + ` +
+            `unguarded route at ${fixed(cold.rps, 0)} req/s ${fixed(pingAtRate, 0)} µs; ` +
+            `as fast as it is answered ${fixed(unguardedCpuUs, 0)} µs, ratio ${fixed(cpuUs(cold) / (bareUs + unguardedCpuUs), 2)})`,
         },
         {
           phase: 'cold',
@@ -448,19 +475,27 @@ async function main(): Promise<void> {
       // Both routes get a token from the pool in every request: the unguarded one ignores it, the guarded one verifies
       // it. Each route draws in turn on its own, so the guarded route meets a token again only after the whole pool.
       const nextLocal: Record<string, number> = { [GUARDED]: 0, [UNGUARDED]: 0 };
-      const localLoad = (path: string) =>
+      const localLoad = (path: string, rate?: number) =>
         load({
           url: localStore.url,
           path,
           connections: S.connections,
           amount: S.localRunRequests,
           maxSeconds: 60,
+          rate,
           serverPid: localStore.pid,
           serverCpuSeconds: metricsCpuOf(localStore),
           nextToken: () => localTokens[nextLocal[path]++ % localTokens.length],
         });
       const reviewsBefore = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
-      const pairs = await pairedRounds(S.localRounds, localLoad, { A: UNGUARDED, B: GUARDED });
+      const { pairs, rate } = await pairedRounds(
+        S.localRounds,
+        localLoad,
+        { A: UNGUARDED, B: GUARDED },
+        {
+          sameRate: true,
+        },
+      );
       const localReviews = (await countApiServerRequests(cp.kubeConfig, 'tokenreviews')) - reviewsBefore;
       const addedUs = median(pairs.map((p) => cpuUs(p.b) - cpuUs(p.a)));
       figures.localAddedCpuUs = addedUs;
@@ -470,8 +505,16 @@ async function main(): Promise<void> {
       const guarded = combine(pairs.map((p) => p.b));
       failures('local', [unguarded, guarded]);
       rows.push(
-        { phase: 'local', metric: `unguarded GET ${UNGUARDED}, new token each`, value: describeLoad(unguarded) },
-        { phase: 'local', metric: `guarded GET ${GUARDED}, new token each`, value: describeLoad(guarded) },
+        {
+          phase: 'local',
+          metric: `unguarded GET ${UNGUARDED}, new token each, ${rate} req/s`,
+          value: describeLoad(unguarded),
+        },
+        {
+          phase: 'local',
+          metric: `guarded GET ${GUARDED}, new token each, ${rate} req/s`,
+          value: describeLoad(guarded),
+        },
         {
           phase: 'local',
           metric: 'store CPU local verification adds per new token',
@@ -512,19 +555,27 @@ async function main(): Promise<void> {
       });
       // The local phase's tokens, new to this store: the same A/B as the local phase, with the watches' lookups added.
       const nextWatch: Record<string, number> = { [GUARDED]: 0, [UNGUARDED]: 0 };
-      const watchLoad = (path: string) =>
+      const watchLoad = (path: string, rate?: number) =>
         load({
           url: store.url,
           path,
           connections: S.connections,
           amount: S.localRunRequests,
           maxSeconds: 60,
+          rate,
           serverPid: store.pid,
           serverCpuSeconds: metricsCpuOf(store),
           nextToken: () => localTokens[nextWatch[path]++ % localTokens.length],
         });
       const reviewsBefore = await reviews();
-      const pairs = await pairedRounds(S.localRounds, watchLoad, { A: UNGUARDED, B: GUARDED });
+      const { pairs, rate } = await pairedRounds(
+        S.localRounds,
+        watchLoad,
+        { A: UNGUARDED, B: GUARDED },
+        {
+          sameRate: true,
+        },
+      );
       const abReviews = (await reviews()) - reviewsBefore;
       const addedUs = median(pairs.map((p) => cpuUs(p.b) - cpuUs(p.a)));
       figures.watchAddedCpuUs = addedUs;
@@ -550,8 +601,16 @@ async function main(): Promise<void> {
       figures.revocationP99Ms = fromDelete.p99;
       const local = figures.localAddedCpuUs;
       rows.push(
-        { phase: 'watch', metric: `unguarded GET ${UNGUARDED}, new token each`, value: describeLoad(unguarded) },
-        { phase: 'watch', metric: `guarded GET ${GUARDED}, new token each`, value: describeLoad(guarded) },
+        {
+          phase: 'watch',
+          metric: `unguarded GET ${UNGUARDED}, new token each, ${rate} req/s`,
+          value: describeLoad(unguarded),
+        },
+        {
+          phase: 'watch',
+          metric: `guarded GET ${GUARDED}, new token each, ${rate} req/s`,
+          value: describeLoad(guarded),
+        },
         {
           phase: 'watch',
           metric: 'store CPU local+watch adds per new token',
@@ -587,14 +646,19 @@ async function main(): Promise<void> {
       for (const store of stores.splice(0)) await store.stop(); // frees the CPU for the API server
       say(`memory: ${S.memoryTokens} distinct tokens through the guard, reviewed by the API server...`);
       const reviewsBefore = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
-      const memory = await runMemory({
-        kubeconfig,
-        signingKey: ecKey.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-        claims,
-        count: S.memoryTokens,
-        concurrency: S.memoryConcurrency,
-        maxSeconds: S.memoryMaxSeconds,
-      });
+      const memory = await runScript<MemoryInput, MemoryOutput>(
+        'memory.ts',
+        'BENCH_MEMORY_INPUT',
+        {
+          kubeconfig,
+          signingKey: ecKey.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+          claims,
+          count: S.memoryTokens,
+          concurrency: S.memoryConcurrency,
+          maxSeconds: S.memoryMaxSeconds,
+        },
+        { nodeArgs: ['--expose-gc'] },
+      );
       figures.heapGrowthMb = memory.growthMb;
       const memoryReviews = (await countApiServerRequests(cp.kubeConfig, 'tokenreviews')) - reviewsBefore;
       rows.push(
@@ -682,26 +746,31 @@ interface Pair {
 
 /**
  * A warm-up run of each side (not measured: JIT), then `rounds` pairs of runs in alternating order (AB BA AB …), so
- * that drift and bursts of other work weigh on both sides alike; ratios and differences are taken per pair.
+ * that drift and bursts of other work weigh on both sides alike; ratios and differences are taken per pair. With
+ * `sameRate`, every measured run goes at 90 % of the rate the slower side reached in its warm-up: a server's CPU per
+ * request rises steeply as its request rate falls (fewer requests share each wake-up and each warm cache), so sides
+ * run at different rates would add that rise to the difference being measured.
  */
 async function pairedRounds(
   rounds: number,
-  run: (side: string) => Promise<LoadResult>,
+  run: (side: string, rate?: number) => Promise<LoadResult>,
   sides: { A: string; B: string },
-): Promise<Pair[]> {
-  await run(sides.A);
-  await run(sides.B);
+  options: { sameRate?: boolean } = {},
+): Promise<{ pairs: Pair[]; rate?: number; unpacedRpsRatio: number }> {
+  const warmA = await run(sides.A);
+  const warmB = await run(sides.B);
+  const rate = options.sameRate ? Math.round(0.9 * Math.min(warmA.rps, warmB.rps)) : undefined;
   const pairs: Pair[] = [];
   for (let round = 0; round < rounds; round++) {
     if (round % 2 === 0) {
-      const a = await run(sides.A);
-      pairs.push({ a, b: await run(sides.B) });
+      const a = await run(sides.A, rate);
+      pairs.push({ a, b: await run(sides.B, rate) });
     } else {
-      const b = await run(sides.B);
-      pairs.push({ b, a: await run(sides.A) });
+      const b = await run(sides.B, rate);
+      pairs.push({ b, a: await run(sides.A, rate) });
     }
   }
-  return pairs;
+  return { pairs, rate, unpacedRpsRatio: warmB.rps / warmA.rps };
 }
 
 function median(values: number[]): number {
@@ -749,23 +818,34 @@ async function runStampede(
   }
 }
 
-function runMemory(input: MemoryInput): Promise<MemoryOutput> {
+/**
+ * Runs one of the benchmark's TypeScript scripts in a process of its own (on `cpus` if given), its input as JSON in
+ * `env`, and returns the JSON of its last line of output.
+ */
+function runScript<I, O>(
+  script: string,
+  env: string,
+  input: I,
+  options: { cpus?: string; nodeArgs?: string[] } = {},
+): Promise<O> {
+  const node = [process.execPath, ...(options.nodeArgs ?? []), '-r', '@swc-node/register', join(__dirname, script)];
+  const [command, ...args] = options.cpus ? ['taskset', '-c', options.cpus, ...node] : node;
   return new Promise((resolveOutput, reject) => {
     execFile(
-      process.execPath,
-      ['--expose-gc', '-r', '@swc-node/register', join(__dirname, 'memory.ts')],
+      command,
+      args,
       {
         cwd: ROOT,
-        env: { ...process.env, SWC_NODE_PROJECT: 'tsconfig.base.json', BENCH_MEMORY_INPUT: JSON.stringify(input) },
-        timeout: 300_000,
+        env: { ...process.env, SWC_NODE_PROJECT: 'tsconfig.base.json', [env]: JSON.stringify(input) },
+        timeout: 400_000,
         maxBuffer: 1 << 20,
       },
       (err, stdout, stderr) => {
-        if (err) return reject(new Error(`memory phase failed: ${err.message}\n${stderr}`));
+        if (err) return reject(new Error(`${script} failed: ${err.message}\n${stderr}`));
         try {
-          resolveOutput(JSON.parse(stdout.trim().split('\n').pop() ?? '') as MemoryOutput);
+          resolveOutput(JSON.parse(stdout.trim().split('\n').pop() ?? '') as O);
         } catch {
-          reject(new Error(`memory phase printed no result:\n${stdout}\n${stderr}`));
+          reject(new Error(`${script} printed no result:\n${stdout}\n${stderr}`));
         }
       },
     );

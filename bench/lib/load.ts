@@ -1,5 +1,6 @@
 import autocannon from 'autocannon';
 import { readFileSync } from 'node:fs';
+import { Agent, request as httpRequest } from 'node:http';
 
 export interface LoadResult {
   /** Completed 2xx responses. */
@@ -26,6 +27,8 @@ export interface LoadOptions {
   duration?: number;
   amount?: number;
   maxSeconds: number;
+  /** Requests per second over all connections, evenly spaced; as fast as the server answers when unset. */
+  rate?: number;
   /** One token for every request. */
   token?: string;
   /** A token per request: called once per request. */
@@ -37,73 +40,33 @@ export interface LoadOptions {
 }
 
 /**
- * Drives `url + path` with autocannon over loopback. Latencies are taken from autocannon's per-response timings
- * (microsecond resolution) rather than its histogram, which rounds to whole milliseconds.
+ * Drives `url + path` over loopback: as fast as the server answers with autocannon, or at a steady `rate` with
+ * {@link pacedRequests}. Latencies are per response at microsecond resolution (not autocannon's histogram, which rounds
+ * to whole milliseconds).
  */
 export async function load(options: LoadOptions): Promise<LoadResult> {
   const target = new URL(options.path, options.url);
   if (target.hostname !== '127.0.0.1') throw new Error(`the benchmark drives loopback only, not ${target.host}`);
-  let latencies = new Float64Array(1 << 16);
-  let count = 0;
-  let failed = 0;
-  const nextToken = options.nextToken;
-  const headers: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
+  const tokenFor = options.nextToken ?? (options.token ? () => options.token as string : undefined);
   const serverCpu = options.serverCpuSeconds ?? (async () => cpuSeconds(options.serverPid));
   const serverBefore = await serverCpu();
   const started = process.hrtime.bigint();
   const driverBefore = process.cpuUsage();
   const mainBefore = cpuSeconds(options.serverPid, true);
-  const instance = autocannon({
-    url: target.toString(),
-    connections: options.connections,
-    pipelining: 1,
-    timeout: 10,
-    ...(options.amount ? { amount: options.amount } : { duration: options.duration ?? 5 }),
-    headers,
-    ...(nextToken
-      ? {
-          requests: [
-            {
-              method: 'GET',
-              path: target.pathname,
-              setupRequest: (request: autocannon.Request) => ({
-                ...request,
-                headers: { ...request.headers, authorization: `Bearer ${nextToken()}` },
-              }),
-            },
-          ],
-        }
-      : {}),
-    // Without a callback, autocannon returns its tracker (an event emitter) made thenable.
-  }) as unknown as autocannon.Instance & PromiseLike<autocannon.Result>;
-  let lastResponse = started;
-  instance.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => {
-    lastResponse = process.hrtime.bigint();
-    if (statusCode < 200 || statusCode >= 300) {
-      failed++;
-      return;
-    }
-    if (count === latencies.length) {
-      const grown = new Float64Array(latencies.length * 2);
-      grown.set(latencies);
-      latencies = grown;
-    }
-    latencies[count++] = responseTime;
-  });
-  const guard = setTimeout(() => instance.stop(), options.maxSeconds * 1000);
-  const result = await instance;
-  clearTimeout(guard);
+  const run = options.rate
+    ? await pacedRequests(target, options.rate, options, tokenFor)
+    : await autocannonRequests(target, options, tokenFor);
   // Up to the last response: autocannon notices that `amount` is reached only at its next 1-second tick.
-  const seconds = Number(lastResponse - started) / 1e9;
+  const seconds = Number(run.lastResponse - started) / 1e9;
   const driver = process.cpuUsage(driverBefore);
   const serverCpuShare = ((await serverCpu()) - serverBefore) / seconds;
   const serverMainCpu = (cpuSeconds(options.serverPid, true) - mainBefore) / seconds;
-  const sorted = latencies.slice(0, count).sort();
+  const sorted = run.latencies.slice(0, run.ok).sort();
   return {
-    ok: count,
-    failed: failed + result.errors + result.timeouts,
+    ok: run.ok,
+    failed: run.failed,
     seconds,
-    rps: count / seconds,
+    rps: run.ok / seconds,
     p50: percentile(sorted, 0.5),
     p99: percentile(sorted, 0.99),
     latencies: sorted,
@@ -111,6 +74,116 @@ export async function load(options: LoadOptions): Promise<LoadResult> {
     serverCpu: serverCpuShare,
     serverMainCpu,
   };
+}
+
+interface Requests {
+  ok: number;
+  failed: number;
+  /** Milliseconds per 2xx response, in the first `ok` places. */
+  latencies: Float64Array;
+  lastResponse: bigint;
+}
+
+/** Latencies of 2xx responses, growing as needed. */
+class Latencies {
+  values = new Float64Array(1 << 16);
+  ok = 0;
+  failed = 0;
+  lastResponse = process.hrtime.bigint();
+
+  add(statusCode: number, ms: number): void {
+    this.lastResponse = process.hrtime.bigint();
+    if (statusCode < 200 || statusCode >= 300) {
+      this.failed++;
+      return;
+    }
+    if (this.ok === this.values.length) {
+      const grown = new Float64Array(this.values.length * 2);
+      grown.set(this.values);
+      this.values = grown;
+    }
+    this.values[this.ok++] = ms;
+  }
+}
+
+async function autocannonRequests(
+  target: URL,
+  options: LoadOptions,
+  tokenFor: (() => string) | undefined,
+): Promise<Requests> {
+  const seen = new Latencies();
+  const instance = autocannon({
+    url: target.toString(),
+    connections: options.connections,
+    pipelining: 1,
+    timeout: 10,
+    ...(options.amount ? { amount: options.amount } : { duration: options.duration ?? 5 }),
+    requests: [
+      {
+        method: 'GET',
+        path: target.pathname,
+        setupRequest: (request: autocannon.Request) =>
+          tokenFor ? { ...request, headers: { ...request.headers, authorization: `Bearer ${tokenFor()}` } } : request,
+      },
+    ],
+    // Without a callback, autocannon returns its tracker (an event emitter) made thenable.
+  }) as unknown as autocannon.Instance & PromiseLike<autocannon.Result>;
+  instance.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) =>
+    seen.add(statusCode, responseTime),
+  );
+  const guard = setTimeout(() => instance.stop(), options.maxSeconds * 1000);
+  const result = await instance;
+  clearTimeout(guard);
+  return {
+    ok: seen.ok,
+    failed: seen.failed + result.errors + result.timeouts,
+    latencies: seen.values,
+    lastResponse: seen.lastResponse,
+  };
+}
+
+/**
+ * Request i leaves at i / rate seconds, over `connections` keep-alive connections with one request in flight each: an
+ * even stream, unlike autocannon's rate limit, which sends each second's quota at once and then idles.
+ */
+async function pacedRequests(
+  target: URL,
+  rate: number,
+  options: LoadOptions,
+  tokenFor: (() => string) | undefined,
+): Promise<Requests> {
+  const seen = new Latencies();
+  const agent = new Agent({ keepAlive: true, maxSockets: options.connections });
+  const total = options.amount ?? Math.round(rate * (options.duration ?? 5));
+  const start = performance.now();
+  const deadline = start + options.maxSeconds * 1000;
+  let issued = 0;
+  const get = (headers: Record<string, string>) =>
+    new Promise<number>((resolve) => {
+      const req = httpRequest(target, { agent, headers, timeout: 10_000 }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('timeout', () => req.destroy());
+      req.on('error', () => resolve(0));
+      req.end();
+    });
+  try {
+    await Promise.all(
+      Array.from({ length: options.connections }, async () => {
+        for (let i = issued++; i < total && performance.now() < deadline; i = issued++) {
+          const wait = start + (i / rate) * 1000 - performance.now();
+          if (wait >= 1) await new Promise((r) => setTimeout(r, wait));
+          const sent = performance.now();
+          const status = await get(tokenFor ? { authorization: `Bearer ${tokenFor()}` } : {});
+          seen.add(status, performance.now() - sent);
+        }
+      }),
+    );
+  } finally {
+    agent.destroy();
+  }
+  return { ok: seen.ok, failed: seen.failed, latencies: seen.values, lastResponse: seen.lastResponse };
 }
 
 /** User + system CPU seconds of process `pid` (or of its main thread) so far; NaN where /proc is not Linux's. */
