@@ -1,41 +1,17 @@
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { freePort, RecordingLogger } from '@k8s-auth/nestjs/testing';
+import { freePort, RecordingLogger, type RecordingServer, startRecordingServer } from '@k8s-auth/nestjs/testing';
 import { serviceAdapter } from '@k8s-auth/service-runtime';
 import axios from 'axios';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { readApiConfig } from './api.config';
 import { AppModule } from './app.module';
-
-interface Origin {
-  url: string;
-  seen: { path: string; headers: IncomingHttpHeaders }[];
-  respond: (req: IncomingMessage, res: ServerResponse) => void;
-  close(): Promise<void>;
-}
-
-/** A loopback server that records every request it receives. */
-async function origin(host: string): Promise<Origin> {
-  const o: Origin = {
-    url: '',
-    seen: [],
-    respond: (_req, res) => res.end('Hello from secret store'),
-    close: () => new Promise((r) => server.close(() => r())),
-  };
-  const server = createServer((req, res) => {
-    o.seen.push({ path: req.url ?? '', headers: req.headers });
-    o.respond(req, res);
-  });
-  await new Promise<void>((r) => server.listen(0, host, r));
-  o.url = `http://${host}:${(server.address() as { port: number }).port}`;
-  return o;
-}
 
 /**
  * A token shaped like the kubelet's: the projected-file source reads its `iat` and `exp` and the length of its ES256
@@ -64,8 +40,8 @@ describe('the api', () => {
   let dir: string;
   let tokenFile: string;
   let token: string;
-  let store: Origin;
-  let elsewhere: Origin;
+  let store: RecordingServer;
+  let elsewhere: RecordingServer;
   let logger: RecordingLogger;
   const apps: NestFastifyApplication[] = [];
 
@@ -92,8 +68,8 @@ describe('the api', () => {
     tokenFile = join(dir, 'secret-store-token');
     token = tokenExpiringAt(Math.floor(Date.now() / 1000) + 600);
     await fs.writeFile(tokenFile, token);
-    store = await origin('127.0.0.1');
-    elsewhere = await origin('127.0.0.2');
+    store = await startRecordingServer('127.0.0.1', 'Hello from secret store');
+    elsewhere = await startRecordingServer('127.0.0.2', 'Hello from secret store');
   });
   afterAll(async () => {
     if (kubeconfigBefore === undefined) delete process.env['KUBECONFIG'];

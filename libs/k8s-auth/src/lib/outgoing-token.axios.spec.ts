@@ -1,34 +1,10 @@
 import axios, { type AxiosInstance } from 'axios';
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { attachServiceAccountToken, type AttachTokenOptions } from './outgoing-token.axios';
 import type { TokenSource } from './token-source';
+import { type RecordingServer, startRecordingServer } from '../testing/recording-server';
 
 const TOKEN = 'header.payload-of-the-outgoing-token.signature';
-
-interface Origin {
-  /** `http://host:port` */
-  url: string;
-  seen: { method: string; path: string; headers: IncomingHttpHeaders }[];
-  respond: (req: IncomingMessage, res: ServerResponse) => void;
-  close(): Promise<void>;
-}
-
-/** A loopback server that records every request it receives. */
-async function origin(host: string): Promise<Origin> {
-  const o: Origin = {
-    url: '',
-    seen: [],
-    respond: (_req, res) => res.end('ok'),
-    close: () => new Promise((r) => server.close(() => r())),
-  };
-  const server = createServer((req, res) => {
-    o.seen.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers });
-    o.respond(req, res);
-  });
-  await new Promise<void>((r) => server.listen(0, host, r));
-  o.url = `http://${host}:${(server.address() as { port: number }).port}`;
-  return o;
-}
 
 function source(): TokenSource & { refresh: jest.Mock } {
   return { name: 'test', expiresAt: undefined, token: () => TOKEN, refresh: jest.fn(async () => undefined) };
@@ -44,15 +20,15 @@ function redirect(status: number, location: string) {
 const carriesToken = (headers: IncomingHttpHeaders) => JSON.stringify(headers).includes(TOKEN);
 
 describe('attachServiceAccountToken', () => {
-  let store: Origin;
-  let otherHost: Origin;
-  let otherPort: Origin;
+  let store: RecordingServer;
+  let otherHost: RecordingServer;
+  let otherPort: RecordingServer;
   const targets = () => ({ 'another host name': otherHost, 'another port': otherPort });
 
   beforeAll(async () => {
-    store = await origin('127.0.0.1');
-    otherHost = await origin('127.0.0.2');
-    otherPort = await origin('127.0.0.1');
+    store = await startRecordingServer('127.0.0.1');
+    otherHost = await startRecordingServer('127.0.0.2');
+    otherPort = await startRecordingServer('127.0.0.1');
   });
   afterAll(() => Promise.all([store, otherHost, otherPort].map((o) => o.close())));
   beforeEach(() => {

@@ -10,6 +10,8 @@ export type { BinaryOptions, ControlPlaneBinaries } from './control-plane-binari
 export { ControlPlaneError } from './control-plane-error';
 export { ManagedProcess } from './managed-process';
 export { RecordingLogger } from './recording-logger';
+export { startRecordingServer } from './recording-server';
+export type { RecordedRequest, RecordingServer } from './recording-server';
 export type { ManagedProcessOptions } from './managed-process';
 export {
   bindClusterRole,
