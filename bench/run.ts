@@ -472,30 +472,8 @@ async function main(): Promise<void> {
       say(
         `local: every token new to the cache, ${S.localRounds} rounds of ${S.localRunRequests} requests per route...`,
       );
-      // Both routes get a token from the pool in every request: the unguarded one ignores it, the guarded one verifies
-      // it. Each route draws in turn on its own, so the guarded route meets a token again only after the whole pool.
-      const nextLocal: Record<string, number> = { [GUARDED]: 0, [UNGUARDED]: 0 };
-      const localLoad = (path: string, rate?: number) =>
-        load({
-          url: localStore.url,
-          path,
-          connections: S.connections,
-          amount: S.localRunRequests,
-          maxSeconds: 60,
-          rate,
-          serverPid: localStore.pid,
-          serverCpuSeconds: metricsCpuOf(localStore),
-          nextToken: () => localTokens[nextLocal[path]++ % localTokens.length],
-        });
       const reviewsBefore = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
-      const { pairs, rate } = await pairedRounds(
-        S.localRounds,
-        localLoad,
-        { A: UNGUARDED, B: GUARDED },
-        {
-          sameRate: true,
-        },
-      );
+      const { pairs, rate } = await newTokenRounds(localStore, localTokens);
       const localReviews = (await countApiServerRequests(cp.kubeConfig, 'tokenreviews')) - reviewsBefore;
       const addedUs = median(pairs.map((p) => cpuUs(p.b) - cpuUs(p.a)));
       figures.localAddedCpuUs = addedUs;
@@ -554,28 +532,8 @@ async function main(): Promise<void> {
         reviews,
       });
       // The local phase's tokens, new to this store: the same A/B as the local phase, with the watches' lookups added.
-      const nextWatch: Record<string, number> = { [GUARDED]: 0, [UNGUARDED]: 0 };
-      const watchLoad = (path: string, rate?: number) =>
-        load({
-          url: store.url,
-          path,
-          connections: S.connections,
-          amount: S.localRunRequests,
-          maxSeconds: 60,
-          rate,
-          serverPid: store.pid,
-          serverCpuSeconds: metricsCpuOf(store),
-          nextToken: () => localTokens[nextWatch[path]++ % localTokens.length],
-        });
       const reviewsBefore = await reviews();
-      const { pairs, rate } = await pairedRounds(
-        S.localRounds,
-        watchLoad,
-        { A: UNGUARDED, B: GUARDED },
-        {
-          sameRate: true,
-        },
-      );
+      const { pairs, rate } = await newTokenRounds(store, localTokens);
       const abReviews = (await reviews()) - reviewsBefore;
       const addedUs = median(pairs.map((p) => cpuUs(p.b) - cpuUs(p.a)));
       figures.watchAddedCpuUs = addedUs;
@@ -771,6 +729,28 @@ async function pairedRounds(
     }
   }
   return { pairs, rate, unpacedRpsRatio: warmB.rps / warmA.rps };
+}
+
+/**
+ * The local and watch phases' A/B on `store`: both routes get a token from `tokens` in every request (the unguarded one
+ * ignores it), at one rate. Each route draws in turn on its own, so the guarded route meets a token again only after
+ * the whole pool, three times the default cache bound: every token is new to it.
+ */
+function newTokenRounds(store: RunningStore, tokens: string[]): ReturnType<typeof pairedRounds> {
+  const next: Record<string, number> = { [GUARDED]: 0, [UNGUARDED]: 0 };
+  const run = (path: string, rate?: number) =>
+    load({
+      url: store.url,
+      path,
+      connections: S.connections,
+      amount: S.localRunRequests,
+      maxSeconds: 60,
+      rate,
+      serverPid: store.pid,
+      serverCpuSeconds: metricsCpuOf(store),
+      nextToken: () => tokens[next[path]++ % tokens.length],
+    });
+  return pairedRounds(S.localRounds, run, { A: UNGUARDED, B: GUARDED }, { sameRate: true });
 }
 
 function median(values: number[]): number {
