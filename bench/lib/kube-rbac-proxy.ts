@@ -1,11 +1,7 @@
-import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsConstants, promises as fs, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { promises as fs, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
-import { defaultCacheDirectory, freePort, ManagedProcess } from '@k8s-auth/nestjs/testing';
-
-const execFileAsync = promisify(execFile);
+import { defaultCacheDirectory, ensureGoBinaries, freePort, ManagedProcess } from '@k8s-auth/nestjs/testing';
 
 /** The wrapper module that pins kube-rbac-proxy, beside the control plane's build cache. */
 const MODULE_DIR = resolve(__dirname, '..', 'kube-rbac-proxy');
@@ -29,41 +25,22 @@ export function kubeRbacProxyVersion(): string {
 
 /** The kube-rbac-proxy binary, built once with Go from the pinned module into the shared cache (a few minutes). */
 export async function ensureKubeRbacProxy(progress: (line: string) => void): Promise<string> {
+  const goMod = readFileSync(join(MODULE_DIR, 'go.mod'), 'utf8');
+  const goVersion = /^go\s+(\d+\.\d+(?:\.\d+)?)/m.exec(goMod)?.[1];
+  if (!goVersion) throw new Error(`${MODULE_DIR}/go.mod names no go version`);
+  const version = kubeRbacProxyVersion();
   const hash = createHash('sha256');
   for (const file of ['go.mod', 'go.sum']) hash.update(readFileSync(join(MODULE_DIR, file)));
-  const dir = join(
-    defaultCacheDirectory(),
-    'bin',
-    `kube-rbac-proxy-${kubeRbacProxyVersion()}-${process.platform}-${process.arch}-${hash.digest('hex').slice(0, 12)}`,
+  const built = await ensureGoBinaries(
+    [{ name: 'kube-rbac-proxy', moduleDir: MODULE_DIR, packagePath: PACKAGE, version, goVersion }],
+    {
+      cacheDirectory: defaultCacheDirectory(),
+      key: `kube-rbac-proxy-${version}-${process.platform}-${process.arch}-${hash.digest('hex').slice(0, 12)}`,
+      onProgress: progress,
+      what: 'kube-rbac-proxy',
+    },
   );
-  const binary = join(dir, 'kube-rbac-proxy');
-  if (
-    await fs
-      .access(binary, fsConstants.X_OK)
-      .then(() => true)
-      .catch(() => false)
-  ) {
-    return binary;
-  }
-  progress(`building kube-rbac-proxy ${kubeRbacProxyVersion()} with go (first run only)...`);
-  const staging = `${dir}.partial-${randomBytes(4).toString('hex')}`;
-  await fs.mkdir(staging, { recursive: true });
-  try {
-    await execFileAsync(
-      'go',
-      ['build', '-trimpath', '-ldflags', '-s -w', '-o', join(staging, 'kube-rbac-proxy'), PACKAGE],
-      {
-        cwd: MODULE_DIR,
-        env: { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=readonly' },
-        maxBuffer: 16 * 1024 * 1024,
-      },
-    );
-    await fs.rm(dir, { recursive: true, force: true });
-    await fs.rename(staging, dir);
-  } finally {
-    await fs.rm(staging, { recursive: true, force: true });
-  }
-  return binary;
+  return built['kube-rbac-proxy'];
 }
 
 /**
