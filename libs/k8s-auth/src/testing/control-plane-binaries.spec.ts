@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { controlPlaneVersions, ensureControlPlaneBinaries } from './control-plane-binaries';
+import { ensureGoBinaries, type GoBinary } from './go-binaries';
 import { startWithFreePorts } from './control-plane';
 import { ControlPlaneError } from './control-plane-error';
 
@@ -162,6 +163,35 @@ ${successfulBuild(counter)}`,
     const binaries = await ensureControlPlaneBinaries({ cacheDirectory, onProgress: () => undefined });
     expect(await lines(counter)).toEqual([KUBE_PACKAGE, KUBE_PACKAGE, ETCD_PACKAGE]);
     expect(await fs.readFile(binaries.etcd, 'utf8')).not.toContain('half a binary');
+  });
+});
+
+describe('ensureGoBinaries for another Go server', () => {
+  const proxy = (moduleDir: string): GoBinary => ({
+    name: 'some-proxy',
+    moduleDir,
+    packagePath: 'example.com/some-proxy/cmd/some-proxy',
+    version: 'v1.2.3',
+    goVersion: '1.24',
+  });
+
+  it('builds it once into a folder of its own key, and names it when Go is too old', async () => {
+    const counter = join(scratch, 'builds');
+    const cacheDirectory = await folder('cache');
+    const options = { cacheDirectory, key: 'some-proxy-v1.2.3', onProgress: () => undefined, what: 'some-proxy' };
+    const moduleDir = await folder('some-proxy-module');
+
+    await useFakeGo('go1.23.9', successfulBuild(counter));
+    const err = await rejection(ensureGoBinaries([proxy(moduleDir)], options));
+    expect(err.message).toContain('Go 1.23.9 is too old to build some-proxy');
+    expect(err.message).toContain('Install Go 1.24 or newer');
+    expect(err.message).not.toContain('KUBEBUILDER_ASSETS');
+
+    await useFakeGo('go1.24.0', successfulBuild(counter));
+    const built = await ensureGoBinaries([proxy(moduleDir)], options);
+    expect(built).toEqual({ 'some-proxy': join(cacheDirectory, 'bin', 'some-proxy-v1.2.3', 'some-proxy') });
+    expect(await ensureGoBinaries([proxy(moduleDir)], options)).toEqual(built);
+    expect(await lines(counter)).toEqual(['example.com/some-proxy/cmd/some-proxy']);
   });
 });
 
