@@ -481,16 +481,7 @@ async function main(): Promise<void> {
       const guarded = combine(pairs.map((p) => p.b));
       failures('local', [unguarded, guarded]);
       rows.push(
-        {
-          phase: 'local',
-          metric: `unguarded GET ${UNGUARDED}, new token each, ${rate} req/s`,
-          value: describeLoad(unguarded),
-        },
-        {
-          phase: 'local',
-          metric: `guarded GET ${GUARDED}, new token each, ${rate} req/s`,
-          value: describeLoad(guarded),
-        },
+        ...newTokenRows('local', unguarded, guarded, rate),
         {
           phase: 'local',
           metric: 'store CPU local verification adds per new token',
@@ -557,16 +548,7 @@ async function main(): Promise<void> {
       figures.revocationP99Ms = fromDelete.p99;
       const local = figures.localAddedCpuUs;
       rows.push(
-        {
-          phase: 'watch',
-          metric: `unguarded GET ${UNGUARDED}, new token each, ${rate} req/s`,
-          value: describeLoad(unguarded),
-        },
-        {
-          phase: 'watch',
-          metric: `guarded GET ${GUARDED}, new token each, ${rate} req/s`,
-          value: describeLoad(guarded),
-        },
+        ...newTokenRows('watch', unguarded, guarded, rate),
         {
           phase: 'watch',
           metric: 'store CPU local+watch adds per new token',
@@ -749,6 +731,14 @@ function newTokenRounds(store: RunningStore, tokens: string[]): ReturnType<typeo
       nextToken: () => tokens[next[path]++ % tokens.length],
     });
   return pairedRounds(S.localRounds, run, { A: UNGUARDED, B: GUARDED }, { sameRate: true });
+}
+
+/** The two routes' rows of a new-token A/B. */
+function newTokenRows(phase: string, unguarded: LoadResult, guarded: LoadResult, rate?: number): Row[] {
+  return [
+    { phase, metric: `unguarded GET ${UNGUARDED}, new token each, ${rate} req/s`, value: describeLoad(unguarded) },
+    { phase, metric: `guarded GET ${GUARDED}, new token each, ${rate} req/s`, value: describeLoad(guarded) },
+  ];
 }
 
 function median(values: number[]): number {
