@@ -254,25 +254,28 @@ async function main(): Promise<void> {
       `signed ${localTokens.length} RS256 tokens with the API server's key in ${fixed((Date.now() - t) / 1000, 1)} s`,
     );
 
+    // The review store's `path`, for `S.warmSeconds`, with one cached token in every request: the warm phase's A/B,
+    // and the unguarded route of the cold phase's floor.
+    const withWarmToken = (path: string, rate?: number) =>
+      load({
+        url: reviewStore.url,
+        path,
+        connections: S.connections,
+        duration: S.warmSeconds,
+        maxSeconds: S.warmSeconds + 10,
+        rate,
+        token: warmToken,
+        serverPid: reviewStore.pid,
+        serverCpuSeconds: metricsCpuOf(reviewStore),
+      });
+
     // --- warm: one cached token, guarded route against its unguarded twin ------------------------------------------
     if (want('warm')) {
       say(`warm: GET ${GUARDED} with one cached token vs GET ${UNGUARDED}, ${S.warmRounds} rounds...`);
       // Both routes get the same request, token header included, at the same rate: only the guard's work differs.
-      const warm = (path: string, rate?: number) =>
-        load({
-          url: reviewStore.url,
-          path,
-          connections: S.connections,
-          duration: S.warmSeconds,
-          maxSeconds: S.warmSeconds + 10,
-          rate,
-          token: warmToken,
-          serverPid: reviewStore.pid,
-          serverCpuSeconds: metricsCpuOf(reviewStore),
-        });
       const { pairs, rate, unpacedRpsRatio } = await pairedRounds(
         S.warmRounds,
-        warm,
+        withWarmToken,
         { A: UNGUARDED, B: GUARDED },
         {
           sameRate: true,
@@ -385,20 +388,8 @@ async function main(): Promise<void> {
         { cpus: pinning?.servers },
       );
       const bareUs = bare.cpuUs;
-      const pingAt = (rate: number | undefined) =>
-        load({
-          url: reviewStore.url,
-          path: UNGUARDED,
-          connections: S.connections,
-          duration: S.warmSeconds,
-          maxSeconds: S.warmSeconds + 10,
-          rate,
-          token: warmToken,
-          serverPid: reviewStore.pid,
-          serverCpuSeconds: metricsCpuOf(reviewStore),
-        });
-      const pingAtRate = cpuUs(await pingAt(Math.round(cold.rps)));
-      const pingAtFullSpeed = cpuUs(await pingAt(undefined));
+      const pingAtRate = cpuUs(await withWarmToken(UNGUARDED, Math.round(cold.rps)));
+      const pingAtFullSpeed = cpuUs(await withWarmToken(UNGUARDED));
       figures.coldCpuRatio = cpuUs(cold) / (bareUs + pingAtRate);
       rows.push(
         {

@@ -37,11 +37,7 @@ async function main(): Promise<void> {
     const measured = tokens.slice(input.warmUp);
     const cpuBefore = process.cpuUsage();
     const started = performance.now();
-    await inParallel(measured.length, input.concurrency, async (i) => {
-      const wait = input.rate ? started + (i / input.rate) * 1000 - performance.now() : 0;
-      if (wait >= 1) await new Promise((r) => setTimeout(r, wait));
-      await review(measured[i]);
-    });
+    await inParallel(measured.length, input.concurrency, (i) => review(measured[i]), input.rate);
     const seconds = (performance.now() - started) / 1000;
     const cpu = process.cpuUsage(cpuBefore);
     const output: BareReviewsOutput = {

@@ -61,16 +61,26 @@ export class KubeClient {
   }
 }
 
-/** Runs `work(i)` for i in [0, count) with at most `concurrency` at once. */
+/**
+ * Runs `work(i)` for i in [0, count) with at most `concurrency` at once. With `rate`, work i starts no earlier than
+ * i / rate seconds after the call: an even stream, as long as the work keeps up.
+ */
 export async function inParallel(
   count: number,
   concurrency: number,
   work: (i: number) => Promise<void>,
+  rate?: number,
 ): Promise<void> {
+  const start = performance.now();
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(concurrency, count) }, async () => {
-      while (next < count) await work(next++);
+      while (next < count) {
+        const i = next++;
+        const wait = rate ? start + (i / rate) * 1000 - performance.now() : 0;
+        if (wait >= 1) await new Promise((r) => setTimeout(r, wait));
+        await work(i);
+      }
     }),
   );
 }

@@ -1,6 +1,7 @@
 import autocannon from 'autocannon';
 import { readFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
+import { inParallel } from './kube';
 
 export interface LoadResult {
   /** Completed 2xx responses. */
@@ -155,9 +156,7 @@ async function pacedRequests(
   const seen = new Latencies();
   const agent = new Agent({ keepAlive: true, maxSockets: options.connections });
   const total = options.amount ?? Math.round(rate * (options.duration ?? 5));
-  const start = performance.now();
-  const deadline = start + options.maxSeconds * 1000;
-  let issued = 0;
+  const deadline = performance.now() + options.maxSeconds * 1000;
   const get = (headers: Record<string, string>) =>
     new Promise<number>((resolve) => {
       const req = httpRequest(target, { agent, headers, timeout: 10_000 }, (res) => {
@@ -169,16 +168,16 @@ async function pacedRequests(
       req.end();
     });
   try {
-    await Promise.all(
-      Array.from({ length: options.connections }, async () => {
-        for (let i = issued++; i < total && performance.now() < deadline; i = issued++) {
-          const wait = start + (i / rate) * 1000 - performance.now();
-          if (wait >= 1) await new Promise((r) => setTimeout(r, wait));
-          const sent = performance.now();
-          const status = await get(tokenFor ? { authorization: `Bearer ${tokenFor()}` } : {});
-          seen.add(status, performance.now() - sent);
-        }
-      }),
+    await inParallel(
+      total,
+      options.connections,
+      async () => {
+        if (performance.now() >= deadline) return;
+        const sent = performance.now();
+        const status = await get(tokenFor ? { authorization: `Bearer ${tokenFor()}` } : {});
+        seen.add(status, performance.now() - sent);
+      },
+      rate,
     );
   } finally {
     agent.destroy();
