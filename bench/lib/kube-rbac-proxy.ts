@@ -1,11 +1,17 @@
-import { createHash } from 'node:crypto';
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { defaultCacheDirectory, ensureGoBinaries, freePort, ManagedProcess } from '@k8s-auth/nestjs/testing';
+import {
+  defaultCacheDirectory,
+  ensureGoBinaries,
+  freePort,
+  goBuildKey,
+  ManagedProcess,
+  readGoMod,
+} from '@k8s-auth/nestjs/testing';
 
 /** The wrapper module that pins kube-rbac-proxy, beside the control plane's build cache. */
 const MODULE_DIR = resolve(__dirname, '..', 'kube-rbac-proxy');
-const PACKAGE = 'github.com/brancz/kube-rbac-proxy/cmd/kube-rbac-proxy';
+const MODULE = 'github.com/brancz/kube-rbac-proxy';
 
 export interface RunningProxy {
   url: string;
@@ -17,29 +23,25 @@ export interface RunningProxy {
 
 /** The pinned version, read from the wrapper's go.mod. */
 export function kubeRbacProxyVersion(): string {
-  const goMod = readFileSync(join(MODULE_DIR, 'go.mod'), 'utf8');
-  const version = /github\.com\/brancz\/kube-rbac-proxy\s+(v\S+)/.exec(goMod)?.[1];
-  if (!version) throw new Error(`${MODULE_DIR}/go.mod names no kube-rbac-proxy version`);
-  return version;
+  return readGoMod(MODULE_DIR, MODULE).version;
 }
 
 /** The kube-rbac-proxy binary, built once with Go from the pinned module into the shared cache (a few minutes). */
 export async function ensureKubeRbacProxy(progress: (line: string) => void): Promise<string> {
-  const goMod = readFileSync(join(MODULE_DIR, 'go.mod'), 'utf8');
-  const goVersion = /^go\s+(\d+\.\d+(?:\.\d+)?)/m.exec(goMod)?.[1];
-  if (!goVersion) throw new Error(`${MODULE_DIR}/go.mod names no go version`);
-  const version = kubeRbacProxyVersion();
-  const hash = createHash('sha256');
-  for (const file of ['go.mod', 'go.sum']) hash.update(readFileSync(join(MODULE_DIR, file)));
-  const built = await ensureGoBinaries(
-    [{ name: 'kube-rbac-proxy', moduleDir: MODULE_DIR, packagePath: PACKAGE, version, goVersion }],
-    {
-      cacheDirectory: defaultCacheDirectory(),
-      key: `kube-rbac-proxy-${version}-${process.platform}-${process.arch}-${hash.digest('hex').slice(0, 12)}`,
-      onProgress: progress,
-      what: 'kube-rbac-proxy',
-    },
-  );
+  const { version, goVersion } = readGoMod(MODULE_DIR, MODULE);
+  const binary = {
+    name: 'kube-rbac-proxy',
+    moduleDir: MODULE_DIR,
+    packagePath: `${MODULE}/cmd/kube-rbac-proxy`,
+    version,
+    goVersion,
+  };
+  const built = await ensureGoBinaries([binary], {
+    cacheDirectory: defaultCacheDirectory(),
+    key: goBuildKey(`kube-rbac-proxy-${version}`, [binary]),
+    onProgress: progress,
+    what: 'kube-rbac-proxy',
+  });
   return built['kube-rbac-proxy'];
 }
 

@@ -1,9 +1,7 @@
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ControlPlaneError } from './control-plane-error';
-import { ensureGoBinaries, type GoBinary, isExecutable } from './go-binaries';
+import { ensureGoBinaries, type GoBinary, goBuildKey, isExecutable, readGoMod } from './go-binaries';
 
 /** Where the Go modules that pin kube-apiserver and etcd live, in the repo and in the built package. */
 const GO_MODULES_DIR = resolve(__dirname, '../../control-plane');
@@ -30,14 +28,7 @@ export interface BinaryOptions {
 
 function readGoModule(name: 'kube-apiserver' | 'etcd', requirePath: string, packagePath: string): GoBinary {
   const moduleDir = join(GO_MODULES_DIR, name);
-  const goMod = readFileSync(join(moduleDir, 'go.mod'), 'utf8');
-  const version = new RegExp(`^\\s*(?:require\\s+)?${requirePath.replace(/[.]/g, '\\.')}\\s+(v\\S+)`, 'm').exec(
-    goMod,
-  )?.[1];
-  const goVersion = /^go\s+(\d+\.\d+(?:\.\d+)?)/m.exec(goMod)?.[1];
-  if (!version || !goVersion) {
-    throw new ControlPlaneError(`${join(moduleDir, 'go.mod')} does not name a ${requirePath} version and a go version`);
-  }
+  const { version, goVersion } = readGoMod(moduleDir, requirePath);
   return {
     name,
     moduleDir,
@@ -109,12 +100,6 @@ async function checkAssetsDirectory(dir: string): Promise<ControlPlaneBinaries> 
 }
 
 function cacheKey(modules: GoBinary[]): string {
-  // The versions make the folder readable; the hash of go.mod/go.sum makes any change of pins a new build.
-  const hash = createHash('sha256');
-  for (const mod of modules) {
-    hash.update(readFileSync(join(mod.moduleDir, 'go.mod')));
-    hash.update(readFileSync(join(mod.moduleDir, 'go.sum')));
-  }
   const [kube, etcd] = modules;
-  return `kubernetes-${kube.version}-etcd-${etcd.version}-${process.platform}-${process.arch}-${hash.digest('hex').slice(0, 12)}`;
+  return goBuildKey(`kubernetes-${kube.version}-etcd-${etcd.version}`, modules);
 }

@@ -1,6 +1,6 @@
 import { spawn, execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { constants as fsConstants, promises as fs } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { constants as fsConstants, promises as fs, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { ControlPlaneError } from './control-plane-error';
@@ -24,7 +24,7 @@ export interface GoBinary {
 export interface GoBuildOptions {
   /** The cache folder; the binaries go to `<cacheDirectory>/bin/<key>/`. */
   cacheDirectory: string;
-  /** Names the build: a new key (versions, a hash of the pins) is a new build, kept beside the others. */
+  /** Names the build ({@link goBuildKey}): a new key is a new build, kept beside the others. */
   key: string;
   onProgress: (line: string) => void;
   /** What is built, for errors ("the control plane"). */
@@ -37,6 +37,34 @@ export interface GoBuildOptions {
 function installHint(minimum: string, options: GoBuildOptions): string {
   const install = `Install Go ${minimum} or newer (https://go.dev/dl/) and put it on PATH`;
   return options.otherwise ? `${install}, ${options.otherwise}` : `${install}.`;
+}
+
+/**
+ * The version of `requirePath` that the `go.mod` in `moduleDir` requires, and the Go it asks for (its `go` line).
+ * @throws ControlPlaneError when it names either not.
+ */
+export function readGoMod(moduleDir: string, requirePath: string): { version: string; goVersion: string } {
+  const goMod = readFileSync(join(moduleDir, 'go.mod'), 'utf8');
+  const escaped = requirePath.replace(/[.]/g, '\\.');
+  const version = new RegExp(`^\\s*(?:require\\s+)?${escaped}\\s+(v\\S+)`, 'm').exec(goMod)?.[1];
+  const goVersion = /^go\s+(\d+\.\d+(?:\.\d+)?)/m.exec(goMod)?.[1];
+  if (!version || !goVersion) {
+    throw new ControlPlaneError(`${join(moduleDir, 'go.mod')} does not name a ${requirePath} version and a go version`);
+  }
+  return { version, goVersion };
+}
+
+/**
+ * `<name>-<platform>-<arch>-<digest>`, a cache key for `binaries`: the name makes the folder readable, the digest of
+ * their modules' go.mod and go.sum makes any change of pins a new build.
+ */
+export function goBuildKey(name: string, binaries: readonly GoBinary[]): string {
+  const hash = createHash('sha256');
+  for (const dir of new Set(binaries.map((b) => b.moduleDir))) {
+    hash.update(readFileSync(join(dir, 'go.mod')));
+    hash.update(readFileSync(join(dir, 'go.sum')));
+  }
+  return `${name}-${process.platform}-${process.arch}-${hash.digest('hex').slice(0, 12)}`;
 }
 
 /**

@@ -8,7 +8,7 @@ export type { ControlPlane, ControlPlaneOptions, ControlPlaneState } from './con
 export { ensureControlPlaneBinaries, controlPlaneVersions, defaultCacheDirectory } from './control-plane-binaries';
 export type { BinaryOptions, ControlPlaneBinaries } from './control-plane-binaries';
 export { ControlPlaneError } from './control-plane-error';
-export { ensureGoBinaries } from './go-binaries';
+export { ensureGoBinaries, goBuildKey, readGoMod } from './go-binaries';
 export type { GoBinary, GoBuildOptions } from './go-binaries';
 export { ManagedProcess } from './managed-process';
 export { RecordingLogger } from './recording-logger';
