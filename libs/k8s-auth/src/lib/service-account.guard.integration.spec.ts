@@ -309,7 +309,7 @@ describe('ServiceAccountGuard against a real API server', () => {
 
   // Whether some of a batch exceed the bound of reviews in flight depends on how fast this API server answers; the
   // bound itself is proven on an API server made slow, in the security suite (review-budget), and in the strategy's spec.
-  it('keeps a cached caller through a flood of forged tokens, with the reviews in flight bounded', async () => {
+  it('keeps a cached caller through a flood of forged tokens, reviewing only the forgeries it answers with 403', async () => {
     const flooded = await boot({
       kubeconfig: await kubeconfigFile(REVIEWER),
       maxCacheEntries: 20,
