@@ -11,6 +11,7 @@ import {
   TOKEN_AUTHENTICATOR,
 } from '@k8s-auth/nestjs';
 import { signJwt } from '@k8s-auth/nestjs/testing';
+import { scriptMain } from './lib/script';
 
 // The memory part of `npm run bench`, in a process of its own (started with --expose-gc by bench/run.ts): distinct
 // tokens, each signed here with a key the API server trusts, go through ServiceAccountGuard.canActivate one by one
@@ -68,8 +69,7 @@ function collect(): void {
   for (let i = 0; i < 3; i++) gc();
 }
 
-async function main(): Promise<void> {
-  const input = JSON.parse(process.env['BENCH_MEMORY_INPUT'] ?? '') as MemoryInput;
+async function memory(input: MemoryInput): Promise<MemoryOutput> {
   const tokenFor = () => signJwt(input.signingKey, { ...input.claims, jti: randomUUID() });
 
   const app = await NestFactory.createApplicationContext(
@@ -117,7 +117,7 @@ async function main(): Promise<void> {
   const after = heapMb();
   const cacheEntries = answers.size;
   await app.close();
-  const output: MemoryOutput = {
+  return {
     tokens: next,
     allowed,
     refused,
@@ -128,10 +128,6 @@ async function main(): Promise<void> {
     cacheEntries,
     seconds,
   };
-  process.stdout.write(`${JSON.stringify(output)}\n`);
 }
 
-main().catch((err: Error) => {
-  process.stderr.write(`${err.stack ?? err.message}\n`);
-  process.exit(1);
-});
+scriptMain('BENCH_MEMORY_INPUT', memory);

@@ -27,6 +27,7 @@ import {
 import { combine, load, type LoadResult } from './lib/load';
 import { breakdown, summarizeProfile } from './lib/profile';
 import { measureRevocation, podBoundToken, quantiles, untilServedFromWatches } from './lib/revocation';
+import { runScript } from './lib/script';
 import { type RunningStore, startStore } from './lib/store';
 import type { BareReviewsInput, BareReviewsOutput } from './lib/bare-reviews';
 import type { VerifyCostInput, VerifyCostOutput } from './lib/verify-cost';
@@ -286,14 +287,15 @@ async function main(): Promise<void> {
       );
       const unguarded = combine(pairs.map((p) => p.a));
       const guarded = combine(pairs.map((p) => p.b));
-      figures.warmAddedCpuUs = median(pairs.map((p) => cpuUs(p.b) - cpuUs(p.a)));
+      const added = pairs.map((p) => cpuUs(p.b) - cpuUs(p.a));
+      figures.warmAddedCpuUs = median(added);
       rows.push(
         { phase: 'warm', metric: `unguarded GET ${UNGUARDED}, ${rate} req/s`, value: describeLoad(unguarded) },
         { phase: 'warm', metric: `guarded GET ${GUARDED}, cached token, ${rate} req/s`, value: describeLoad(guarded) },
         {
           phase: 'warm',
           metric: 'store CPU the guard adds per cached request (median of rounds)',
-          value: `${fixed(figures.warmAddedCpuUs, 1)} µs (rounds ${spread(pairs, (p) => cpuUs(p.b) - cpuUs(p.a), 1)})`,
+          value: `${fixed(figures.warmAddedCpuUs, 1)} µs (rounds ${list(added, 1)})`,
           target: '<= 10 µs',
           pass: figures.warmAddedCpuUs <= 10,
         },
@@ -326,22 +328,24 @@ async function main(): Promise<void> {
       const { pairs } = await pairedRounds(S.krpRounds, run, { A: 'krp', B: 'guard' });
       const viaProxy = combine(pairs.map((p) => p.a));
       const guarded = combine(pairs.map((p) => p.b));
-      figures.krpRpsRatio = median(pairs.map((p) => p.b.rps / p.a.rps));
-      figures.krpP99Ratio = median(pairs.map((p) => p.b.p99 / p.a.p99));
+      const rpsRatios = pairs.map((p) => p.b.rps / p.a.rps);
+      const p99Ratios = pairs.map((p) => p.b.p99 / p.a.p99);
+      figures.krpRpsRatio = median(rpsRatios);
+      figures.krpP99Ratio = median(p99Ratios);
       rows.push(
         { phase: 'krp', metric: `kube-rbac-proxy -> GET ${UNGUARDED}`, value: describeLoad(viaProxy, 'proxy') },
         { phase: 'krp', metric: `guarded GET ${GUARDED}`, value: describeLoad(guarded) },
         {
           phase: 'krp',
           metric: 'requests/s, guard over kube-rbac-proxy (median)',
-          value: `${fixed(figures.krpRpsRatio, 2)} (rounds ${spread(pairs, (p) => p.b.rps / p.a.rps)})`,
+          value: `${fixed(figures.krpRpsRatio, 2)} (rounds ${list(rpsRatios)})`,
           target: '>= 3',
           pass: figures.krpRpsRatio >= 3,
         },
         {
           phase: 'krp',
           metric: 'p99, guard over kube-rbac-proxy (median)',
-          value: `${fixed(figures.krpP99Ratio, 2)} (rounds ${spread(pairs, (p) => p.b.p99 / p.a.p99)})`,
+          value: `${fixed(figures.krpP99Ratio, 2)} (rounds ${list(p99Ratios)})`,
           target: '<= 0.35',
           pass: figures.krpP99Ratio <= 0.35,
         },
@@ -467,7 +471,8 @@ async function main(): Promise<void> {
       const reviewsBefore = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
       const { pairs, rate } = await newTokenRounds(localStore, localTokens);
       const localReviews = (await countApiServerRequests(cp.kubeConfig, 'tokenreviews')) - reviewsBefore;
-      const addedUs = median(pairs.map((p) => cpuUs(p.b) - cpuUs(p.a)));
+      const added = pairs.map((p) => cpuUs(p.b) - cpuUs(p.a));
+      const addedUs = median(added);
       figures.localAddedCpuUs = addedUs;
       // One raw RS256 verification, and the guard's authenticator alone, measured on the stores' CPU in a process of
       // their own: what the store adds beyond the authenticator is the request around it.
@@ -487,7 +492,6 @@ async function main(): Promise<void> {
       );
       const rawUs = median(alone.raw);
       figures.localVerifyRatio = addedUs / rawUs;
-      const list = (values: number[]) => values.map((v) => fixed(v, 1)).join(' ');
       const unguarded = combine(pairs.map((p) => p.a));
       const guarded = combine(pairs.map((p) => p.b));
       failures('local', [unguarded, guarded]);
@@ -496,15 +500,15 @@ async function main(): Promise<void> {
         {
           phase: 'local',
           metric: 'store CPU local verification adds per new token',
-          value: `${fixed(addedUs, 1)} µs (rounds ${spread(pairs, (p) => cpuUs(p.b) - cpuUs(p.a), 0)})`,
+          value: `${fixed(addedUs, 1)} µs (rounds ${list(added, 0)})`,
         },
         {
           phase: 'local',
           metric: `in one process on the stores' CPU, ${alone.tokens} new tokens (rounds)`,
           value:
-            `raw RS256 ${fixed(rawUs, 1)} µs (${list(alone.raw)}); the guard's authenticator ` +
-            `${fixed(median(alone.cached), 1)} µs (${list(alone.cached)}), ${fixed(median(alone.cached) / rawUs, 2)} ` +
-            `raw; without its caches ${fixed(median(alone.strategy), 1)} µs (${list(alone.strategy)})`,
+            `raw RS256 ${fixed(rawUs, 1)} µs (${list(alone.raw, 1)}); the guard's authenticator ` +
+            `${fixed(median(alone.cached), 1)} µs (${list(alone.cached, 1)}), ${fixed(median(alone.cached) / rawUs, 2)} ` +
+            `raw; without its caches ${fixed(median(alone.strategy), 1)} µs (${list(alone.strategy, 1)})`,
         },
         {
           phase: 'local',
@@ -543,7 +547,8 @@ async function main(): Promise<void> {
       const reviewsBefore = await reviews();
       const { pairs, rate } = await newTokenRounds(store, localTokens);
       const abReviews = (await reviews()) - reviewsBefore;
-      const addedUs = median(pairs.map((p) => cpuUs(p.b) - cpuUs(p.a)));
+      const added = pairs.map((p) => cpuUs(p.b) - cpuUs(p.a));
+      const addedUs = median(added);
       figures.watchAddedCpuUs = addedUs;
       const unguarded = combine(pairs.map((p) => p.a));
       const guarded = combine(pairs.map((p) => p.b));
@@ -571,9 +576,7 @@ async function main(): Promise<void> {
         {
           phase: 'watch',
           metric: 'store CPU local+watch adds per new token',
-          value:
-            `${fixed(addedUs, 1)} µs (rounds ${spread(pairs, (p) => cpuUs(p.b) - cpuUs(p.a), 0)}); ` +
-            `local phase ${fixed(local, 1)} µs`,
+          value: `${fixed(addedUs, 1)} µs (rounds ${list(added, 0)}); ` + `local phase ${fixed(local, 1)} µs`,
           target: '<= local + 10 µs',
           pass: Number.isFinite(local) ? addedUs <= local + 10 : undefined,
         },
@@ -752,8 +755,9 @@ function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-function spread(pairs: Pair[], value: (p: Pair) => number, digits = 2): string {
-  return pairs.map((p) => fixed(value(p), digits)).join(' ');
+/** Figures of the rounds, for a row: `1.2 3.4 …`. */
+function list(values: number[], digits = 2): string {
+  return values.map((v) => fixed(v, digits)).join(' ');
 }
 
 function failures(phase: string, runs: LoadResult[]): void {
@@ -789,40 +793,6 @@ async function runStampede(
   } finally {
     agent.destroy();
   }
-}
-
-/**
- * Runs one of the benchmark's TypeScript scripts in a process of its own (on `cpus` if given), its input as JSON in
- * `env`, and returns the JSON of its last line of output.
- */
-function runScript<I, O>(
-  script: string,
-  env: string,
-  input: I,
-  options: { cpus?: string; nodeArgs?: string[] } = {},
-): Promise<O> {
-  const node = [process.execPath, ...(options.nodeArgs ?? []), '-r', '@swc-node/register', join(__dirname, script)];
-  const [command, ...args] = options.cpus ? ['taskset', '-c', options.cpus, ...node] : node;
-  return new Promise((resolveOutput, reject) => {
-    execFile(
-      command,
-      args,
-      {
-        cwd: ROOT,
-        env: { ...process.env, SWC_NODE_PROJECT: 'tsconfig.base.json', [env]: JSON.stringify(input) },
-        timeout: 400_000,
-        maxBuffer: 1 << 20,
-      },
-      (err, stdout, stderr) => {
-        if (err) return reject(new Error(`${script} failed: ${err.message}\n${stderr}`));
-        try {
-          resolveOutput(JSON.parse(stdout.trim().split('\n').pop() ?? '') as O);
-        } catch {
-          reject(new Error(`${script} printed no result:\n${stdout}\n${stderr}`));
-        }
-      },
-    );
-  });
 }
 
 function printProfiles(profileDir: string): void {

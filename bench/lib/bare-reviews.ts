@@ -1,6 +1,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { readFileSync } from 'node:fs';
 import { inParallel, KubeClient, tokenReview } from './kube';
+import { scriptMain } from './script';
 
 /** What the benchmark hands this process (JSON in BENCH_BARE_INPUT). */
 export interface BareReviewsInput {
@@ -23,8 +24,7 @@ export interface BareReviewsOutput {
 
 // The cold phase's floor: TokenReviews from a bare Node client (keep-alive HTTPS, up to `concurrency` in flight, at
 // `rate`), in a process of its own that the benchmark pins where the stores run. Prints a BareReviewsOutput as JSON.
-async function main(): Promise<void> {
-  const input = JSON.parse(process.env['BENCH_BARE_INPUT'] ?? '') as BareReviewsInput;
+async function bareReviews(input: BareReviewsInput): Promise<BareReviewsOutput> {
   const tokens = JSON.parse(readFileSync(input.tokensFile, 'utf8')) as string[];
   const config = new KubeConfig();
   config.loadFromFile(input.kubeconfig);
@@ -40,18 +40,14 @@ async function main(): Promise<void> {
     await inParallel(measured.length, input.concurrency, (i) => review(measured[i]), input.rate);
     const seconds = (performance.now() - started) / 1000;
     const cpu = process.cpuUsage(cpuBefore);
-    const output: BareReviewsOutput = {
+    return {
       reviews: measured.length,
       cpuUs: (cpu.user + cpu.system) / measured.length,
       rps: measured.length / seconds,
     };
-    process.stdout.write(`${JSON.stringify(output)}\n`);
   } finally {
     client.close();
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+scriptMain('BENCH_BARE_INPUT', bareReviews);

@@ -2,6 +2,7 @@ import { NestFactory } from '@nestjs/core';
 import { createPublicKey, verify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { K8sAuthModule, TOKEN_AUTHENTICATOR, type TokenAuthenticator } from '@k8s-auth/nestjs';
+import { scriptMain } from './script';
 
 /** What the benchmark hands this process (JSON in BENCH_VERIFY_INPUT). */
 export interface VerifyCostInput {
@@ -32,8 +33,7 @@ export interface VerifyCostOutput {
 // `verification: 'local'` (the API server's JWKS fetched with the kubeconfig's credentials), asked about new tokens in
 // a loop beside a raw RS256 verification of the same tokens, in a process the benchmark pins where the stores run.
 // What the store adds on top of this is the server's: the request around the check. Prints a VerifyCostOutput.
-async function main(): Promise<void> {
-  const input = JSON.parse(process.env['BENCH_VERIFY_INPUT'] ?? '') as VerifyCostInput;
+async function verifyCost(input: VerifyCostInput): Promise<VerifyCostOutput> {
   const tokens = JSON.parse(readFileSync(input.tokensFile, 'utf8')) as string[];
   const key = createPublicKey(input.publicKeyPem);
   const signed = tokens.map((token) => {
@@ -79,14 +79,11 @@ async function main(): Promise<void> {
       output.strategy.push(await cpuPerToken(through(strategy.authenticator)));
       output.cached.push(await cpuPerToken(through(cached.authenticator)));
     }
-    process.stdout.write(`${JSON.stringify(output)}\n`);
+    return output;
   } finally {
     await strategy.context.close();
     await cached.context.close();
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+scriptMain('BENCH_VERIFY_INPUT', verifyCost);
