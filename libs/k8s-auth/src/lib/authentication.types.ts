@@ -16,6 +16,28 @@ export interface CallerIdentity {
   readonly extra?: Readonly<Record<string, readonly string[]>>;
 }
 
+/** An object a token is bound to, by name and uid. */
+export interface BoundObject {
+  readonly name: string;
+  readonly uid: string;
+}
+
+/**
+ * The objects a locally verified token is bound to, as its `kubernetes.io` claims name them: what the API server
+ * checks still exist when it reviews the token.
+ */
+export interface TokenBindings {
+  readonly serviceAccount: BoundObject;
+  readonly pod?: BoundObject;
+  readonly node?: BoundObject;
+  readonly secret?: BoundObject;
+  /**
+   * Other claims of `kubernetes.io` (e.g. a bound webhook configuration, attestations): only a TokenReview can check
+   * what they bind the token to.
+   */
+  readonly unknown: readonly string[];
+}
+
 /** Why a token was refused; safe to show to the caller. */
 export type RefusalReason = 'invalid token' | 'wrong audience' | 'not a service account';
 
@@ -25,6 +47,8 @@ export type ReviewResult =
       readonly caller: CallerIdentity;
       /** When the token expires (its `exp`), where known: an answer about it is not reused past then. */
       readonly expiresAt?: number;
+      /** What the token is bound to, from its verified claims: given by local verification only. */
+      readonly bindings?: TokenBindings;
     }
   | { readonly accepted: false; readonly reason: RefusalReason };
 
@@ -53,7 +77,7 @@ export const TOKEN_AUTHENTICATOR = Symbol('k8s-auth:token-authenticator');
  * `caller`, its lists and `extra` in place, so pass an identity built for this answer. `expiresAt`: the token's `exp`,
  * in milliseconds since the epoch.
  */
-export function accepted(caller: CallerIdentity, expiresAt?: number): ReviewResult {
+export function accepted(caller: CallerIdentity, expiresAt?: number, bindings?: TokenBindings): ReviewResult {
   Object.freeze(caller.groups);
   Object.freeze(caller.audiences);
   if (caller.extra) {
@@ -61,7 +85,16 @@ export function accepted(caller: CallerIdentity, expiresAt?: number): ReviewResu
     Object.freeze(caller.extra);
   }
   Object.freeze(caller);
-  return Object.freeze(expiresAt === undefined ? { accepted: true, caller } : { accepted: true, caller, expiresAt });
+  if (bindings) {
+    for (const bound of [bindings.serviceAccount, bindings.pod, bindings.node, bindings.secret]) Object.freeze(bound);
+    Object.freeze(bindings.unknown);
+  }
+  return Object.freeze({
+    accepted: true,
+    caller,
+    ...(expiresAt === undefined ? {} : { expiresAt }),
+    ...(bindings ? { bindings: Object.freeze(bindings) } : {}),
+  });
 }
 
 export function refused(reason: RefusalReason): ReviewResult {

@@ -1,4 +1,5 @@
 import { CoreV1Api, RbacAuthorizationV1Api } from '@kubernetes/client-node';
+import { randomUUID } from 'node:crypto';
 import { Controller, Get, type INestApplication, Logger, UseGuards } from '@nestjs/common';
 import request from 'supertest';
 import {
@@ -21,7 +22,9 @@ import {
   deletePod,
   mintServiceAccountToken,
   RecordingLogger,
+  serviceAccountClaims,
   type ServiceAccountRef,
+  signJwt,
   startControlPlane,
 } from '../testing';
 import { BoundObjectWatches } from './bound-object-watches';
@@ -255,7 +258,10 @@ describe('local+watch: bindings checked from watches, against a real API server'
   });
 
   it('keeps only names and uids: the pods of a watched namespace as name → uid strings', async () => {
-    const watches = new BoundObjectWatches(new KubernetesApiClient({ kubeconfig }), 5000);
+    const watches = new BoundObjectWatches(new KubernetesApiClient({ kubeconfig }), {
+      stalenessMs: 2000,
+      maxTombstones: 100,
+    });
     watches.start({ namespaces: new Set(['data-store']), serviceAccounts: new Set() });
     try {
       await watches.whenSynced();
@@ -273,24 +279,24 @@ describe('local+watch: bindings checked from watches, against a real API server'
   });
 
   it(
-    'with the API server down past the staleness bound: accepted tokens keep working, new ones get 503; ' +
-      'once it is back, the watches resume without a restart',
+    'with the API server down past the staleness bound: every token goes to TokenReview (503 without one), also one ' +
+      'accepted before; once it is back, the watches resume without a restart',
     async () => {
       const quick = await bootWatching({ watchStalenessMs: 1000 });
       const accepted = await podToken(API);
       const unseen = await podToken(API);
       await get(quick, '/api', accepted.token).expect(200);
+      const scope = watchesOf(quick).scopeOf('api', 'api');
 
       await cp.stopApiServer();
-      await sleep(1500);
-      await get(quick, '/api', accepted.token).expect(200);
-      const res = await get(quick, '/api', unseen.token).expect(503);
-      expect(res.headers['retry-after']).toBe('5');
-      await sleep(1000);
-      await get(quick, '/api', accepted.token).expect(200);
+      // The bound is measured on the watches' own evidence, not on a timer of the test's.
+      while (scope?.isFresh(Date.now())) await sleep(100);
+      for (const token of [accepted.token, unseen.token]) {
+        const res = await get(quick, '/api', token).expect(503);
+        expect(res.headers['retry-after']).toBe('5');
+      }
 
       await cp.startApiServer();
-      const scope = watchesOf(quick).scopeOf('api', 'api');
       for (const deadline = Date.now() + 30_000; !scope?.isFresh(Date.now()); await sleep(100)) {
         if (Date.now() > deadline) throw new Error('the watches did not resume');
       }
@@ -305,4 +311,40 @@ describe('local+watch: bindings checked from watches, against a real API server'
     },
     120_000,
   );
+
+  it("refuses a deleted pod's token with caching off too (maxCacheEntries: 0): nothing rests on cached objects", async () => {
+    const uncached = await bootWatching({ maxCacheEntries: 0 });
+    const { pod, token } = await podToken(API);
+    await get(uncached, '/api', token).expect(200);
+    const before = await reviews();
+    await msUntilRefused(uncached, '/api', token, () => deletePod(cp.kubeConfig, API.namespace, pod.name));
+    await get(uncached, '/api', token).expect(403);
+    expect(await reviews()).toBe(before);
+  });
+
+  it('sends a token bound to a kind of object it does not know (a webhook configuration) to TokenReview', async () => {
+    const key = cp.serviceAccountSigningKey;
+    if (!key) throw new Error('the control plane has no signing key to hand');
+    const account = await core.readNamespacedServiceAccount({ namespace: API.namespace, name: API.name });
+    const tokens = ['validatingwebhookconfiguration', 'mutatingwebhookconfiguration'].map((kind) => {
+      const claims = serviceAccountClaims({
+        issuer: cp.issuer,
+        namespace: API.namespace,
+        serviceAccount: API.name,
+        serviceAccountUid: account.metadata?.uid ?? '',
+        audiences: ['secret-store'],
+      });
+      const k8s = claims['kubernetes.io'] as Record<string, unknown>;
+      k8s[kind] = { name: 'policy', uid: randomUUID() };
+      k8s['attestations'] = { 'admission-review-api-groups': ['apps'] };
+      return signJwt(key, claims);
+    });
+    const before = await reviews();
+    for (const token of tokens) {
+      const res = await get(app, '/api', token).expect(403);
+      expect(res.body.message).toBe('invalid token');
+    }
+    // TokenReview refuses them (no such webhook configuration), where a watch check alone would have let them in.
+    expect(await reviews()).toBe(before + tokens.length);
+  });
 });

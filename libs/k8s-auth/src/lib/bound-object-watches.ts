@@ -1,17 +1,14 @@
-import type { KubeConfig } from '@kubernetes/client-node';
 import { Logger } from '@nestjs/common';
-import type { CallerIdentity } from './authentication.types';
+import type { TokenBindings } from './authentication.types';
 import type { KubernetesApiClient } from './kubernetes-api.client';
 import { ObjectUidWatch } from './object-uid-watch';
+import { WatchConnection } from './watch-connection';
 
 /** What the routes' allowlists name: whole namespaces, and `namespace:name` service accounts. */
 export interface Allowlisted {
   namespaces: ReadonlySet<string>;
   serviceAccounts: ReadonlySet<string>;
 }
-
-/** The objects a token is bound to, as its verified claims name them. */
-type Binding = Pick<CallerIdentity, 'serviceAccount' | 'uid' | 'podName' | 'podUid'>;
 
 /** The two watches that cover a caller: its service account (or every one of its namespace) and their pods. */
 export class CallerScope {
@@ -24,29 +21,19 @@ export class CallerScope {
     return this.serviceAccounts.isFresh(nowMs) && this.pods.isFresh(nowMs);
   }
 
-  /** From the watches alone: the service account, and the pod if the token is bound to one, exist with its uids. */
-  holds(binding: Binding, nowMs: number): boolean {
-    return (
-      this.serviceAccounts.holds(binding.serviceAccount, binding.uid ?? '', nowMs) &&
-      (binding.podName === undefined || this.pods.holds(binding.podName, binding.podUid ?? '', nowMs))
-    );
-  }
-
   /**
-   * As {@link holds}, asking the API server for each object the watches lack: the token may be minted for an object
-   * created a moment ago, whose event is still on its way (the API server's own lister-then-GET).
+   * Whether the service account, and the pod if the token is bound to one, exist with the token's uids: from the
+   * watches, else from the API server for an object the watches lack (it may be a moment old and its event still on
+   * its way, as the API server itself falls back from its informers to a read). `untilMs`: the token's expiry.
    * @throws ReviewUnavailableError when the API server cannot answer.
    */
-  async exists(binding: Binding, nowMs: number): Promise<boolean> {
-    const uid = binding.uid ?? '';
-    const [serviceAccount, pod] = await Promise.all([
-      this.serviceAccounts.holds(binding.serviceAccount, uid, nowMs) ||
-        this.serviceAccounts.exists(binding.serviceAccount, uid, nowMs),
-      binding.podName === undefined ||
-        this.pods.holds(binding.podName, binding.podUid ?? '', nowMs) ||
-        this.pods.exists(binding.podName, binding.podUid ?? '', nowMs),
+  async exists(bindings: TokenBindings, nowMs: number, untilMs: number): Promise<boolean> {
+    const { serviceAccount, pod } = bindings;
+    const [account, bound] = await Promise.all([
+      this.serviceAccounts.exists(serviceAccount.name, serviceAccount.uid, nowMs, untilMs),
+      pod === undefined || this.pods.exists(pod.name, pod.uid, nowMs, untilMs),
     ]);
-    return serviceAccount && pod;
+    return account && bound;
   }
 
   get synced(): Promise<unknown> {
@@ -67,23 +54,40 @@ export class BoundObjectWatches {
   private markStarted!: () => void;
   private readonly started = new Promise<void>((resolve) => (this.markStarted = resolve));
 
+  private connection: WatchConnection | undefined;
+
+  /**
+   * `stalenessMs`: how old the last proof that a watch delivers may be; the connection is PINGed four times as often.
+   * `maxTombstones`: per watch, how many uids found gone are remembered.
+   */
   constructor(
     private readonly api: KubernetesApiClient,
-    private readonly stalenessMs: number,
+    private readonly options: { stalenessMs: number; maxTombstones: number },
   ) {}
 
   start(allowlisted: Allowlisted): void {
     if (this.stopped || this.scopes.size > 0) return;
-    let config: KubeConfig;
+    let connection: WatchConnection;
     try {
-      config = this.api.kubeConfig();
+      connection = new WatchConnection(this.api.kubeConfig(), Math.max(1, this.options.stalenessMs / 4));
     } catch (err) {
       this.logger.error(`Cannot watch callers' objects: ${(err as Error).message}; tokens go to TokenReview`);
       this.markStarted();
       return;
     }
+    const unsupported = connection.unsupportedReason();
+    if (unsupported) {
+      // Nothing would prove such a watch alive: a silent partition would go unnoticed.
+      this.logger.error(
+        `Cannot watch callers' objects: ${unsupported}, and watches need HTTP/2 to the API server (its PINGs prove ` +
+          "them alive). Every token goes to TokenReview: use verification 'local+review' for this server.",
+      );
+      this.markStarted();
+      return;
+    }
+    this.connection = connection;
     const watch = (resource: 'pods' | 'serviceaccounts', namespace: string, fieldSelector?: string) =>
-      new ObjectUidWatch(this.api, config, { resource, namespace, fieldSelector, stalenessMs: this.stalenessMs });
+      new ObjectUidWatch(this.api, connection, { resource, namespace, fieldSelector, ...this.options });
     for (const namespace of allowlisted.namespaces) {
       this.scopes.set(namespace, new CallerScope(watch('serviceaccounts', namespace), watch('pods', namespace)));
     }
@@ -123,5 +127,6 @@ export class BoundObjectWatches {
       scope.serviceAccounts.stop();
       scope.pods.stop();
     }
+    this.connection?.close();
   }
 }

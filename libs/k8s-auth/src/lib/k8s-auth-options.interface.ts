@@ -108,9 +108,10 @@ export interface K8sAuthModuleOptions {
    */
   jwksMinRefreshIntervalMs?: number;
   /**
-   * `local+watch`: how long the watches may be broken (the API server out of reach) before what they hold counts as
-   * stale. Until then answers come from the watches as usual; after it, a token accepted before keeps working while
-   * its cached answer lives, and any other goes to TokenReview (503 if that cannot be made). @default 5_000
+   * `local+watch`: how old the last proof that the watches deliver may be before what they hold counts as stale. The
+   * proof is an answered PING on their HTTP/2 connection to the API server (sent four times per bound), so a silent
+   * partition is noticed within the bound, and a deletion made meanwhile is not missed for longer. While stale, every
+   * token goes to TokenReview, cached as in `tokenReview` mode (503 if it cannot be made). @default 2_000
    */
   watchStalenessMs?: number;
   /** `Retry-After` of a 503 when the API server cannot answer. @default 5 */

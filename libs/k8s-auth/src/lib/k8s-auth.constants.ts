@@ -25,7 +25,7 @@ export const DEFAULTS = {
   clockSkewSeconds: 60,
   jwksRefreshIntervalMs: 5 * 60_000,
   jwksMinRefreshIntervalMs: 10_000,
-  watchStalenessMs: 5_000,
+  watchStalenessMs: 2_000,
   tokenRefreshIntervalMs: 5 * 60_000,
   tokenExpirationSeconds: 600,
   projectedTokenDirectory: '/var/run/secrets/tokens',

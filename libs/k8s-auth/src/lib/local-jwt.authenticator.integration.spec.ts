@@ -1,6 +1,6 @@
 import { RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { Controller, Get, type INestApplication, UseGuards } from '@nestjs/common';
-import { createHmac, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createHmac, createPublicKey, generateKeyPairSync, type KeyObject, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -212,6 +212,31 @@ describe('local verification against a real API server', () => {
   ])('refuses %s with "invalid token", as TokenReview does', async (_what, forge) => {
     expect(await decisions(forge())).toEqual({ local: '403 invalid token', review: '403 invalid token' });
   });
+
+  it.each(['validatingwebhookconfiguration', 'mutatingwebhookconfiguration'])(
+    'refuses a token bound to a %s, a kind it does not know: local refuses it, local+review asks TokenReview',
+    async (kind) => {
+      const claims = serviceAccountClaims({
+        issuer: cp.issuer,
+        namespace: 'api',
+        serviceAccount: 'api',
+        serviceAccountUid: apiUid,
+        audiences: ['secret-store'],
+      });
+      const k8s = claims['kubernetes.io'] as Record<string, unknown>;
+      k8s[kind] = { name: 'policy', uid: randomUUID() };
+      k8s['attestations'] = { 'admission-review-api-groups': ['apps'] };
+      const token = signJwt(signingKey(), claims);
+      const before = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
+      expect(await decisions(token)).toEqual({ local: '403 invalid token', review: '403 invalid token' });
+      expect((await get(localReview, token)).status).toBe(403);
+      // One TokenReview for the review app, one for local+review; none for local.
+      expect(await countApiServerRequests(cp.kubeConfig, 'tokenreviews')).toBe(before + 2);
+      expect(logger.text()).toContain(
+        `"${kind}", "attestations" of kubernetes.io bind it to objects only a TokenReview`,
+      );
+    },
+  );
 
   it('refuses a token that never expires, which TokenReview would accept', async () => {
     // Only revocation could end such a token's life, and local verification cannot see revocation.

@@ -46,6 +46,7 @@ const INVALID = { accepted: false, reason: 'invalid token' };
 describe('LocalJwtAuthenticator', () => {
   let api: FakeApiServer;
   let authenticator: LocalJwtAuthenticator;
+  let keys: SigningKeys;
   let quiet: jest.SpyInstance[];
 
   beforeEach(() => {
@@ -54,11 +55,11 @@ describe('LocalJwtAuthenticator', () => {
       jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined),
     ];
     api = new FakeApiServer([rsa.publicKey, ec256.publicKey, ec384.publicKey, ec521.publicKey]);
-    const keys = new SigningKeys(api.client, new K8sAuthMetrics({ metrics: false }), {
+    keys = new SigningKeys(api.client, new K8sAuthMetrics({ metrics: false }), {
       refreshIntervalMs: 300_000,
       minRefreshIntervalMs: 1_000,
     });
-    authenticator = new LocalJwtAuthenticator(keys, { clockSkewMs: SKEW_SECONDS * 1000 });
+    authenticator = new LocalJwtAuthenticator(keys, { clockSkewMs: SKEW_SECONDS * 1000, refuseUnknownBindings: true });
   });
   afterEach(() => {
     for (const spy of quiet) spy.mockRestore();
@@ -82,6 +83,11 @@ describe('LocalJwtAuthenticator', () => {
     expect(await authenticate(jwt, ['other', 'secret-store'])).toEqual({
       accepted: true,
       expiresAt: exp * 1000,
+      bindings: {
+        serviceAccount: { name: 'api', uid: 'sa-uid' },
+        pod: { name: 'api-0', uid: 'pod-uid' },
+        unknown: [],
+      },
       caller: {
         username: 'system:serviceaccount:api:api',
         namespace: 'api',
@@ -188,6 +194,27 @@ describe('LocalJwtAuthenticator', () => {
     expect((await authenticate(token(rsa.privateKey, { iat, nbf: iat }))).accepted).toBe(true);
     const old = now() - 700;
     expect((await authenticate(token(rsa.privateKey, { iat: old, nbf: old, exp: now() - 30 }))).accepted).toBe(true);
+  });
+
+  it("refuses a token bound to a kind of object it does not know, when asked to ('local' mode), and says why", async () => {
+    const bound = token(rsa.privateKey, {
+      'kubernetes.io': {
+        namespace: 'api',
+        serviceaccount: { name: 'api', uid: 'sa-uid' },
+        mutatingwebhookconfiguration: { name: 'policy', uid: 'webhook-uid' },
+      },
+    });
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    expect(await authenticate(bound)).toEqual(INVALID);
+    expect(warn).toHaveBeenCalledWith(
+      expect.stringMatching(/"mutatingwebhookconfiguration" of kubernetes\.io bind it/),
+    );
+    const checksLater = new LocalJwtAuthenticator(keys, {
+      clockSkewMs: SKEW_SECONDS * 1000,
+      refuseUnknownBindings: false,
+    });
+    const result = await checksLater.authenticate(bound, ['secret-store']);
+    expect(result.accepted && result.bindings?.unknown).toEqual(['mutatingwebhookconfiguration']);
   });
 
   it('refuses a token for another audience with "wrong audience"', async () => {

@@ -21,9 +21,13 @@ export class LocalJwtAuthenticator implements TokenAuthenticator {
   /** One fast-jwt verifier per key and issuer, made when first needed. */
   private readonly verifiers = new WeakMap<SigningKey, { issuer: string; verify: Verify }>();
 
+  /**
+   * `refuseUnknownBindings`: refuse a token whose `kubernetes.io` claims bind it to something this library does not
+   * know, for `verification: 'local'`, where no TokenReview follows to check it.
+   */
   constructor(
     private readonly keys: SigningKeys,
-    private readonly options: { clockSkewMs: number },
+    private readonly options: { clockSkewMs: number; refuseUnknownBindings: boolean },
   ) {}
 
   async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
@@ -60,6 +64,16 @@ export class LocalJwtAuthenticator implements TokenAuthenticator {
       clockSkewMs: this.options.clockSkewMs,
     });
     if (!result.accepted) return this.refuse(token, `claims: ${result.reason}`, result);
+    const unknown = result.bindings?.unknown ?? [];
+    if (this.options.refuseUnknownBindings && unknown.length > 0) {
+      // A warning, not a debug line: the mode itself cannot accept such tokens, which an operator may need to know.
+      this.logger.warn(
+        `token ${tokenFingerprint(token)} refused: its claims ${unknown.map((c) => JSON.stringify(c)).join(', ')} ` +
+          "of kubernetes.io bind it to objects only a TokenReview can check; verification 'local+review' or " +
+          "'local+watch' sends such tokens to TokenReview",
+      );
+      return refused('invalid token');
+    }
     return result;
   }
 

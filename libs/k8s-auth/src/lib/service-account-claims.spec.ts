@@ -38,6 +38,11 @@ describe('serviceAccountCaller', () => {
     expect(serviceAccountCaller(claims(), ['other', 'third', 'secret-store'], SKEW)).toEqual({
       accepted: true,
       expiresAt: (claims()['exp'] as number) * 1000,
+      bindings: {
+        serviceAccount: { name: 'api', uid: 'sa-uid' },
+        pod: { name: 'api-0', uid: 'pod-uid' },
+        unknown: [],
+      },
       caller: {
         username: 'system:serviceaccount:api:api',
         namespace: 'api',
@@ -102,6 +107,7 @@ describe('serviceAccountCaller', () => {
     ['a pod with an empty name', k8s({ pod: { name: '', uid: 'pod-uid' } })],
     ['a pod that is a string', k8s({ pod: 'api-0' })],
     ['a node without a name', k8s({ node: { uid: 'node-uid' } })],
+    ['a secret without a uid', k8s({ secret: { name: 'bound' } })],
     ['a sub of another account', { sub: 'system:serviceaccount:kube-system:admin' }],
     ['a sub of another namespace', { sub: 'system:serviceaccount:other:api' }],
     ['a sub that is not a service account', { sub: 'admin' }],
@@ -111,6 +117,30 @@ describe('serviceAccountCaller', () => {
     expect(serviceAccountCaller(claims(overrides), ['secret-store'], SKEW)).toEqual({
       accepted: false,
       reason: 'invalid token',
+    });
+  });
+
+  it('names what the token is bound to, and the kubernetes.io claims it does not know, for a TokenReview to check', () => {
+    const bindingsOf = (overrides: Record<string, unknown>) => {
+      const result = serviceAccountCaller(claims(k8s(overrides)), ['secret-store'], SKEW);
+      return result.accepted ? result.bindings : result;
+    };
+    expect(bindingsOf({ pod: undefined, secret: { name: 'bound', uid: 'secret-uid' } })).toEqual({
+      serviceAccount: { name: 'api', uid: 'sa-uid' },
+      secret: { name: 'bound', uid: 'secret-uid' },
+      unknown: [],
+    });
+    const webhook = { name: 'policy', uid: 'webhook-uid' };
+    expect(
+      bindingsOf({
+        pod: undefined,
+        validatingwebhookconfiguration: webhook,
+        attestations: { 'admission-review-api-groups': ['apps'] },
+        warnafter: SECONDS + 3600,
+      }),
+    ).toEqual({
+      serviceAccount: { name: 'api', uid: 'sa-uid' },
+      unknown: ['validatingwebhookconfiguration', 'attestations'],
     });
   });
 

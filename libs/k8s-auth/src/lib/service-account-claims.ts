@@ -2,6 +2,8 @@ import { accepted, refused, type ReviewResult } from './authentication.types';
 import { isDns1123Label, isDns1123Subdomain } from './service-account-username';
 
 const EXTRA = 'authentication.kubernetes.io/';
+/** The `kubernetes.io` claims this library checks; any other may bind the token to something only TokenReview knows. */
+const KNOWN_CLAIMS = new Set(['namespace', 'serviceaccount', 'pod', 'node', 'secret', 'warnafter']);
 
 /**
  * The caller of a ServiceAccount token whose signature, `iss`, `exp` (a number) and `nbf` are verified, exactly as a
@@ -46,7 +48,8 @@ export function serviceAccountCaller(
 
   const pod = boundObject(k8s?.['pod']);
   const node = boundObject(k8s?.['node']);
-  if (pod === null || node === null) return refused('invalid token');
+  const secret = boundObject(k8s?.['secret']);
+  if (pod === null || node === null || secret === null) return refused('invalid token');
   const jti = payload['jti'];
   if (jti !== undefined && typeof jti !== 'string') return refused('invalid token');
 
@@ -75,12 +78,14 @@ export function serviceAccountCaller(
       ...(Object.keys(extra).length > 0 ? { extra } : {}),
     },
     (payload['exp'] as number) * 1000,
+    {
+      serviceAccount: { name, uid },
+      ...(pod ? { pod } : {}),
+      ...(node ? { node } : {}),
+      ...(secret ? { secret } : {}),
+      unknown: Object.keys(k8s ?? {}).filter((claim) => !KNOWN_CLAIMS.has(claim)),
+    },
   );
-}
-
-/** The Secret a token is bound to (`kubernetes.io.secret`): undefined when none, null when malformed. */
-export function boundSecret(payload: Record<string, unknown>): { name: string; uid: string } | undefined | null {
-  return boundObject(objectOrUndefined(payload['kubernetes.io'])?.['secret']);
 }
 
 /** `{ name, uid }` of a bound object; undefined when absent, null when present but malformed. */

@@ -79,13 +79,16 @@ export function createTokenAuthenticator(
     });
     // Fetched as the app starts, so the first request does not wait; a failure is logged, and requests retry.
     keys.fetch().catch(() => undefined);
-    const local = new LocalJwtAuthenticator(keys, { clockSkewMs });
+    const local = new LocalJwtAuthenticator(keys, { clockSkewMs, refuseUnknownBindings: verification === 'local' });
     if (verification === 'local+watch') {
       if (!policies) throw new Error("verification 'local+watch' needs the routes' allowlists (RoutePolicies)");
       const stalenessMs = nonNegative('watchStalenessMs', options.watchStalenessMs ?? DEFAULTS.watchStalenessMs);
-      const watches = new BoundObjectWatches(api, stalenessMs);
+      const watches = new BoundObjectWatches(api, {
+        stalenessMs,
+        maxTombstones: options.maxCacheEntries ?? DEFAULTS.maxCacheEntries,
+      });
       // Caches inside: the binding check runs on every request, after the cached local verification.
-      return new WatchedBindingsAuthenticator(local, review, watches, policies, cached);
+      return new WatchedBindingsAuthenticator(cached(local), cached(review), watches, policies);
     }
     authenticator = verification === 'local' ? local : new LocalThenReview(local, review);
   }

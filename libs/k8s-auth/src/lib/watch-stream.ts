@@ -1,8 +1,7 @@
-import type { KubeConfig } from '@kubernetes/client-node';
-import type { ClientRequest, IncomingMessage } from 'node:http';
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest, type RequestOptions } from 'node:https';
+import { constants } from 'node:http2';
 import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import type { OpenedStream, PingedSession, WatchConnection } from './watch-connection';
 
 /** The metadata of an object as a metadata-only watch or list gives it. */
 export interface ObjectMetadata {
@@ -36,86 +35,95 @@ export class WatchError extends Error {
 export const METADATA_ONLY_WATCH = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json';
 export const METADATA_ONLY_LIST = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json';
 
+/** What a watch the API server has accepted reports. */
 export interface WatchHandlers {
-  /** The API server accepted the watch: events follow. */
-  onOpen(): void;
   onEvent(event: WatchEvent): void;
   /** Called once: without an error when the server ended the watch (its `timeoutSeconds`), else with one. */
   onEnd(error?: WatchError): void;
 }
 
+/** An open watch: how to close it, and the connection whose PINGs prove it alive. */
+export interface OpenWatch {
+  close(): void;
+  connection: PingedSession;
+}
+
 /**
- * Opens one watch request (`path` with `watch=1` in its query) with `config`'s credentials, on a connection of its
- * own (a watch holds it for minutes; the review client's keep-alive pool stays free). Events are JSON lines.
- * client-node's `Watch` is not used because it sends no `Accept` header of the caller's, so it cannot ask for metadata
- * only (2.25 MB held for 10 000 pods, against 27.7 MB for whole objects, in `bench/watch-memory.ts`).
- * `deadlineMs` bounds the whole request: a connection that died without a reset (a network partition) is noticed
- * then, since a watch may stay silent for as long as nothing changes. Returns a function that closes the watch;
- * `onEnd` is not called after it.
+ * Opens one watch request (`path` with `watch=1` in its query) on the watches' HTTP/2 connection. Events are JSON
+ * lines. client-node's `Watch` is not used because it sends no `Accept` header of the caller's, so it cannot ask for
+ * metadata only (2.25 MB held for 10 000 pods, against 27.7 MB for whole objects, in `bench/watch-memory.ts`), and
+ * it speaks HTTP/1.1, where nothing proves a silent connection alive. `deadlineMs` bounds the whole request, as a
+ * backstop to the connection's PINGs. `onEnd` is not called after `close()`.
+ * @throws WatchError when the request cannot be sent or the API server refuses the watch.
  */
 export async function openWatch(
-  config: KubeConfig,
+  connection: WatchConnection,
   path: string,
   deadlineMs: number,
   handlers: WatchHandlers,
-): Promise<() => void> {
-  const options: RequestOptions = {};
-  // Credentials, CA and an agent for this cluster (client-node reads rotated in-cluster tokens again).
-  await config.applyToHTTPSOptions(options);
-  const url = new URL(path, config.getCurrentCluster()?.server ?? '');
+): Promise<OpenWatch> {
+  let opened: OpenedStream;
+  try {
+    opened = await connection.get(path, METADATA_ONLY_WATCH);
+  } catch (err) {
+    throw new WatchError(`${pathOf(path)}: ${(err as Error).message}`);
+  }
+  const { stream, headers } = opened;
+  const status = Number(headers[':status']);
+  if (status !== 200) {
+    const message = await readStatus(stream);
+    throw new WatchError(`${pathOf(path)}: HTTP ${status}: ${message}`, status);
+  }
   let ended = false;
   const end = (error?: WatchError) => {
     if (ended) return;
     ended = true;
     clearTimeout(timer);
-    req.destroy();
+    stream.close();
     handlers.onEnd(error);
   };
-  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-  const req: ClientRequest = send(url, {
-    ...options,
-    method: 'GET',
-    headers: { ...(options.headers as Record<string, string> | undefined), accept: METADATA_ONLY_WATCH },
-  });
-  req.on('response', (res: IncomingMessage) => {
-    if (res.statusCode !== 200) {
-      readStatus(res).then((message) =>
-        end(new WatchError(`${url.pathname}: HTTP ${res.statusCode}: ${message}`, res.statusCode)),
-      );
+  const broken = (err: Error) => end(new WatchError(`${pathOf(path)}: ${err.message}`));
+  stream.on('error', broken);
+  const lines = createInterface({ input: stream, crlfDelay: Infinity });
+  // readline passes the stream's errors on: unheard, they would be thrown.
+  lines.on('error', broken);
+  lines.on('line', (line) => {
+    if (ended || line === '') return;
+    let event: WatchEvent;
+    try {
+      event = JSON.parse(line) as WatchEvent;
+    } catch {
+      end(new WatchError(`${pathOf(path)}: a watch event is not JSON`));
       return;
     }
-    handlers.onOpen();
-    const broken = (err: Error) => end(new WatchError(`${url.pathname}: ${err.message}`));
-    res.on('error', broken);
-    const lines = createInterface({ input: res, crlfDelay: Infinity });
-    // readline passes the response's errors on: unheard, they would be thrown.
-    lines.on('error', broken);
-    lines.on('line', (line) => {
-      if (ended || line === '') return;
-      let event: WatchEvent;
-      try {
-        event = JSON.parse(line) as WatchEvent;
-      } catch {
-        end(new WatchError(`${url.pathname}: a watch event is not JSON`));
-        return;
-      }
-      handlers.onEvent(event);
-    });
-    // Incomplete: the connection broke before the server finished the answer.
-    res.on('close', () => end(res.complete ? undefined : new WatchError(`${url.pathname}: connection closed`)));
+    handlers.onEvent(event);
   });
-  req.on('error', (err) => end(new WatchError(`${url.origin}${url.pathname}: ${err.message}`)));
-  const timer = setTimeout(() => end(new WatchError(`${url.pathname}: silent past its deadline`)), deadlineMs);
-  req.end();
-  return () => {
-    ended = true;
-    clearTimeout(timer);
-    req.destroy();
+  // A stream the server ended cleanly ends the watch normally; one reset or cut by a closed connection does not.
+  stream.on('close', () =>
+    end(
+      stream.rstCode === constants.NGHTTP2_NO_ERROR && stream.readableEnded
+        ? undefined
+        : new WatchError(`${pathOf(path)}: connection closed`),
+    ),
+  );
+  const timer = setTimeout(() => end(new WatchError(`${pathOf(path)}: silent past its deadline`)), deadlineMs);
+  timer.unref();
+  return {
+    connection: opened.connection,
+    close: () => {
+      ended = true;
+      clearTimeout(timer);
+      stream.close();
+    },
   };
 }
 
+function pathOf(path: string): string {
+  return path.split('?')[0];
+}
+
 /** The `message` of the Kubernetes Status an error answer carries; it names resources, never credentials. */
-function readStatus(res: IncomingMessage): Promise<string> {
+function readStatus(res: Readable): Promise<string> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     res.on('data', (c: Buffer) => chunks.push(c));
