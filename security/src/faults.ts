@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import { Agent, createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { attachServiceAccountToken, K8sAuthModule, TokenSources } from '@k8s-auth/nestjs';
-import { countApiServerRequests } from '@k8s-auth/nestjs/testing';
+import { countApiServerRequests, createPod, deletePod } from '@k8s-auth/nestjs/testing';
 import { eventually, sleep, type SuiteContext } from './support/context';
 import { DelayProxy } from './support/delay-proxy';
 import { ACCOUNTS, type RunningService } from './support/environment';
@@ -18,6 +18,28 @@ const REVIEW_TIMEOUT_MS = 5_000;
 const GRACE_PERIOD_MS = 10_000;
 /** Node's keep-alive timeout is 5 s: an exit that waits for it shows idle connections were left open. */
 const EXIT_AFTER_LAST_ANSWER_MS = 2_000;
+/** The promise of local+watch on default options: no deleted pod's token accepted longer than this after its DELETE. */
+const PARTITION_BOUND_MS = 3_000;
+/** How long the partition lasts: past the watches' PING deadline (10 s), so that their connection is replaced. */
+const PARTITION_MS = 12_000;
+/** During the partition, each token is sent this often, without waiting for the answers before. */
+const PARTITION_SEND_EVERY_MS = 250;
+/** local+watch's default `watchStalenessMs`, and a margin: past it, its watches count as stale on any machine. */
+const PAST_WATCH_BOUND_MS = 2_000 + 500;
+
+type Mode = 'tokenReview' | 'local' | 'local+review' | 'local+watch';
+type Fault = 'down' | 'slow' | 'silent';
+/**
+ * The library README's table "When the API server fails": per mode, the status of a token whose answer was cached
+ * before the fault, and of a token first sent during it.
+ */
+const FAILURE_SEMANTICS: Record<Mode, { cached: number; fresh: number }> = {
+  tokenReview: { cached: 200, fresh: 503 },
+  local: { cached: 200, fresh: 200 },
+  'local+review': { cached: 200, fresh: 503 },
+  // Its answers come from the watches, not from a cached review: once they are stale, there is nothing to stand on.
+  'local+watch': { cached: 503, fresh: 503 },
+};
 
 /**
  * Faults: Kubernetes misbehaves or the process is told to stop, under load. Nothing may be lost
@@ -231,6 +253,213 @@ export function describeFaults(ctx: SuiteContext): void {
       } finally {
         await app?.close();
         await chaosApi.stop();
+      }
+    });
+
+    it(`silent partition between a local+watch store on default options and the API server: no deleted pod's token accepted more than ${PARTITION_BOUND_MS} ms after its DELETE, whether accepted before or never seen; after it heals, they stay refused and a live pod gets in`, async () => {
+      const { env } = ctx;
+      const partition = new DelayProxy(Number(new URL(env.cp.server).port));
+      const via = await env.kubeconfigVia('secretStore', `https://127.0.0.1:${await partition.start()}`);
+      const store = await env.startSecretStore({ kubeconfig: via, env: { VERIFICATION: 'local+watch' } });
+      const send = (token: string) => call(ctx.ledger, store.url, { headers: bearer(token) });
+      const reviews = () => countApiServerRequests(env.cp.kubeConfig, 'tokenreviews');
+      const podToken = async (name: string) => {
+        const pod = await createPod(env.cp.kubeConfig, ACCOUNTS.api, name);
+        return { pod, token: await env.mint(ACCOUNTS.api, { boundObject: { kind: 'Pod', ...pod } }) };
+      };
+      const remove = (pod: { name: string }) => deletePod(env.cp.kubeConfig, ACCOUNTS.api.namespace, pod.name);
+      try {
+        // Until its watches hold their first lists, the store asks TokenReview: waited out.
+        await eventually(
+          'the local+watch store answering from its watches (a new token accepted with no TokenReview)',
+          async () => {
+            const token = await env.mint(ACCOUNTS.api, { boundObject: { kind: 'Pod', ...env.pods.api } });
+            const before = await reviews();
+            const res = await send(token);
+            if (res.status !== 200) throw new Error(`a valid token answered ${res.status}`);
+            return (await reviews()) === before ? true : undefined;
+          },
+          30_000,
+          200,
+        );
+        const [control, cached, unseen, live] = [
+          await podToken('api-partition-control'),
+          await podToken('api-partition-cached'),
+          await podToken('api-partition-unseen'),
+          await podToken('api-partition-live'),
+        ];
+
+        // The control: the same deletion with no partition is refused from the watch's event.
+        expect((await send(control.token)).status).toBe(200);
+        const controlStarted = performance.now();
+        await remove(control.pod);
+        const controlMs = await eventually(
+          "the control pod's token refused",
+          async () => ((await send(control.token)).status === 403 ? performance.now() - controlStarted : undefined),
+          30_000,
+          50,
+        );
+
+        expect((await send(cached.token)).status).toBe(200);
+        partition.freeze();
+        await Promise.all([remove(cached.pod), remove(unseen.pod)]);
+        const deletedAt = performance.now();
+        const sent: { which: 'cached' | 'unseen'; afterMs: number; outcome: Promise<HttpOutcome> }[] = [];
+        for (let round = 0; round < PARTITION_MS / PARTITION_SEND_EVERY_MS; round++) {
+          for (const [which, token] of [
+            ['cached', cached.token],
+            ['unseen', unseen.token],
+          ] as const) {
+            sent.push({ which, afterMs: performance.now() - deletedAt, outcome: send(token) });
+          }
+          await sleep(PARTITION_SEND_EVERY_MS);
+        }
+        partition.heal();
+        const answers = await Promise.all(sent.map(async (s) => ({ ...s, outcome: await s.outcome })));
+
+        // Healed: the live pod gets in again (from the watches or TokenReview), the deleted pods' tokens stay out.
+        const liveAgain = await eventually(
+          'a live pod accepted after the partition healed',
+          async () => ((await send(live.token)).status === 200 ? true : undefined),
+          60_000,
+          200,
+        );
+        const afterHeal = { cached: await send(cached.token), unseen: await send(unseen.token) };
+
+        const latest = (which: string) =>
+          Math.max(-1, ...answers.filter((a) => a.which === which && a.outcome.status === 200).map((a) => a.afterMs));
+        const statuses: Record<string, number> = {};
+        for (const a of answers) statuses[a.outcome.status || 'none'] = (statuses[a.outcome.status || 'none'] ?? 0) + 1;
+        ctx.figures.partition = {
+          cachedMs: latest('cached'),
+          unseenMs: latest('unseen'),
+          requests: answers.length,
+          controlMs,
+        };
+        console.log(
+          `faults/partition: control refused after ${Math.round(controlMs)} ms; during ${PARTITION_MS} ms of partition ` +
+            `${JSON.stringify(statuses)}; deleted pods' tokens accepted until ${Math.round(latest('cached'))} ms ` +
+            `(cached) and ${Math.round(latest('unseen'))} ms (never seen) after the DELETE; after healing: live ` +
+            `${liveAgain ? 200 : 'refused'}, cached ${afterHeal.cached.status}, never seen ${afterHeal.unseen.status}`,
+        );
+        const bad = account(
+          [],
+          answers.map((a) => a.outcome),
+        );
+        expect(latest('cached')).toBeLessThanOrEqual(PARTITION_BOUND_MS);
+        expect(latest('unseen')).toBeLessThanOrEqual(PARTITION_BOUND_MS);
+        // Not vacuous: both tokens were sent, and answered, well after the bound.
+        for (const which of ['cached', 'unseen']) {
+          const late = answers.filter((a) => a.which === which && a.afterMs > PARTITION_BOUND_MS + 1000);
+          expect(late.length).toBeGreaterThan(0);
+          expect(late.filter((a) => a.outcome.status !== 503 && a.outcome.status !== 403)).toEqual([]);
+        }
+        expect(afterHeal.cached.status).toBe(403);
+        expect(afterHeal.unseen.status).toBe(403);
+        expect(bad).toBe(0);
+      } finally {
+        partition.heal();
+        await store.stop();
+        await partition.stop();
+      }
+    });
+
+    it('each mode answers as the README says while the API server is down, slow or silently unreachable, and recovers after', async () => {
+      const { env } = ctx;
+      const modes = Object.keys(FAILURE_SEMANTICS) as Mode[];
+      const targets = await Promise.all(
+        modes.map(async (mode) => {
+          const proxy = new DelayProxy(Number(new URL(env.cp.server).port));
+          const via = await env.kubeconfigVia('secretStore', `https://127.0.0.1:${await proxy.start()}`);
+          const store = await env.startSecretStore({ kubeconfig: via, env: { VERIFICATION: mode } });
+          return { mode, proxy, store };
+        }),
+      );
+      const send = (store: RunningService, token: string) => call(ctx.ledger, store.url, { headers: bearer(token) });
+      const reviews = () => countApiServerRequests(env.cp.kubeConfig, 'tokenreviews');
+      const faults: Record<
+        Fault,
+        { apply(p: DelayProxy): Promise<void> | void; heal(p: DelayProxy): Promise<void> | void }
+      > = {
+        down: { apply: (p) => p.down(), heal: (p) => p.up() },
+        slow: { apply: (p) => void (p.delayMs = REVIEW_TIMEOUT_MS + 3_000), heal: (p) => void (p.delayMs = 0) },
+        silent: { apply: (p) => p.freeze(), heal: (p) => p.heal() },
+      };
+      const seen: string[] = [];
+      const wrong: string[] = [];
+      try {
+        for (const [fault, { apply, heal }] of Object.entries(faults) as [Fault, (typeof faults)[Fault]][]) {
+          // Every store answers a new token before the fault, one store at a time: local+watch from its watches (no
+          // TokenReview counted), since an answer of TokenReview's would be cached and stand through the fault.
+          const cached: string[] = [];
+          for (const { mode, store } of targets) {
+            cached.push(
+              await eventually(
+                `${mode} accepting a new token${mode === 'local+watch' ? ' from its watches' : ''} before the fault ${fault}`,
+                async () => {
+                  const token = await env.mint(ACCOUNTS.api, { boundObject: { kind: 'Pod', ...env.pods.api } });
+                  const before = await reviews();
+                  if ((await send(store, token)).status !== 200) return undefined;
+                  return mode !== 'local+watch' || (await reviews()) === before ? token : undefined;
+                },
+                60_000,
+                200,
+              ),
+            );
+          }
+          const fresh = await Promise.all(targets.map(() => env.mint(ACCOUNTS.api)));
+          await Promise.all(targets.map(({ proxy }) => apply(proxy)));
+          await sleep(PAST_WATCH_BOUND_MS);
+          const answers = await Promise.all(
+            targets.map(async ({ store }, i) => {
+              const [c, f] = await Promise.all([send(store, cached[i]), send(store, fresh[i])]);
+              return { cached: c, fresh: f };
+            }),
+          );
+          await Promise.all(targets.map(({ proxy }) => heal(proxy)));
+          targets.forEach(({ mode }, i) => {
+            const { cached: c, fresh: f } = answers[i];
+            const expected = FAILURE_SEMANTICS[mode];
+            seen.push(`${mode}/${fault}: cached ${c.status}, new ${f.status}`);
+            if (c.status !== expected.cached || f.status !== expected.fresh) {
+              wrong.push(
+                `${mode}/${fault}: cached ${c.status} (expected ${expected.cached}), new ${f.status} (expected ${expected.fresh})`,
+              );
+            }
+            for (const res of [c, f]) {
+              if (res.status === 503 && !(answered(res) && res.headers['retry-after'] === '5')) {
+                wrong.push(`${mode}/${fault}: a 503 without Retry-After`);
+              }
+            }
+          });
+          account(
+            [],
+            answers.flatMap((a) => [a.cached, a.fresh]),
+          );
+          // Recovered: a token none of them has seen is accepted again.
+          await Promise.all(
+            targets.map(async ({ mode, store }) => {
+              const token = await env.mint(ACCOUNTS.api);
+              await eventually(
+                `${mode} accepting a new token after the fault ${fault} healed`,
+                async () => ((await send(store, token)).status === 200 ? true : undefined),
+                60_000,
+                200,
+              );
+            }),
+          );
+        }
+        ctx.figures.failureSemantics = { cells: seen.length, wrong: wrong.length };
+        console.log(`faults/failure semantics: ${seen.join('; ')}`);
+        expect(wrong).toEqual([]);
+      } finally {
+        for (const { proxy, store } of targets) {
+          await proxy.up();
+          proxy.heal();
+          proxy.delayMs = 0;
+          await store.stop();
+          await proxy.stop();
+        }
       }
     });
 

@@ -8,6 +8,14 @@ export class Figures {
   readonly fuzz = { inputs: 0, fiveXx: 0 };
   /** A local+watch store's revocation (the attacks area): ms from each DELETE to the first 403, TokenReviews made. */
   watchRevocation: { podMs: number; serviceAccountMs: number; reviews: number } | undefined;
+  /**
+   * A local+watch store on default options behind a silent partition (the faults area): the latest acceptance of a
+   * deleted pod's token after its DELETE, for a token accepted before the partition and one never seen, and the
+   * control (the same deletion with no partition).
+   */
+  partition: { cachedMs: number; unseenMs: number; requests: number; controlMs: number } | undefined;
+  /** Modes × faults whose answers were checked against the README's failure table, and how many differed. */
+  failureSemantics: { cells: number; wrong: number } | undefined;
   secrets: { leaks: number; lines: number } | undefined;
   /** What tokens cost the API server and its callers (the review-budget area); each set once measured. */
   readonly reviews: {
@@ -37,6 +45,18 @@ export class Figures {
         `faults: ${this.faults.scenarios} scenarios, ${this.faults.lost} lost requests, ` +
           `${this.faults.unexpected5xx} 5xx other than 503`,
       );
+    }
+    if (this.partition) {
+      const { cachedMs, unseenMs, requests, controlMs } = this.partition;
+      const after = (ms: number) => (ms < 0 ? 'never accepted' : `accepted until ${Math.round(ms)} ms`);
+      lines.push(
+        `partition (local+watch, defaults): deleted pods' tokens ${after(cachedMs)} (cached), ${after(unseenMs)} ` +
+          `(never seen) after the DELETE, in ${requests} requests; without a partition refused after ${Math.round(controlMs)} ms`,
+      );
+    }
+    if (this.failureSemantics) {
+      const { cells, wrong } = this.failureSemantics;
+      lines.push(`failure semantics: ${cells} mode × fault cells checked against the README's table, ${wrong} differ`);
     }
     if (this.fuzz.inputs > 0) lines.push(`fuzz: ${this.fuzz.inputs} inputs, ${this.fuzz.fiveXx} 5xx`);
     const { malformed, expired, nonCanonical, flood, cachedCaller, inFlight } = this.reviews;
