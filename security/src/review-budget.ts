@@ -19,8 +19,14 @@ const FLOOD_CONCURRENCY = 48;
 const FLOOD_BUDGET_MS = 40_000;
 /** The store's review cache TTL (the library's default). */
 const CACHE_TTL_MS = 60_000;
-/** The library's default bound on cached reviews: fewer forgeries than this evict nothing anyway. */
-const CACHE_ENTRIES = 10_000;
+/**
+ * The token cache bound of the eviction case's own store (`CACHE_MAX_ENTRIES`): the forgeries it sends are sized from
+ * it, so that more refusals than the bound are cached however fast the machine is.
+ */
+const EVICTION_CACHE_ENTRIES = 100;
+const EVICTION_FORGERIES = 4 * EVICTION_CACHE_ENTRIES;
+/** A guard against a hang only: the eviction case is sized by counts, not by time. */
+const SEND_TIMEOUT_MS = 120_000;
 const EXPIRED_FORGERIES = 200;
 const MALFORMED = 100;
 /** The services' `requestTimeoutMs` (the library's default): a cached caller waiting this long waited for a review. */
@@ -146,33 +152,29 @@ export function describeReviewBudget(ctx: SuiteContext): void {
       expect(spent).toBe(0);
     });
 
-    /** Set by the flood; read by the check after it. */
-    let quiet: { token: string; cachedAt: number } | undefined;
+    /** A forgery signed by the unknown key over fresh claims, and a function making more of it with new `jti`s. */
+    function forger() {
+      // One signature over the template, kept on every forgery with fresh claims: without the key no verifier tells it
+      // from a signature over those claims.
+      const now = Math.floor(Date.now() / 1000);
+      const signed = signRs256(unknownKey, template.header, retimedClaims(template.payload, now - 60, now + 540));
+      return (i: number) => {
+        const token = withEditedPayload(signed, (claims) => {
+          claims['jti'] = randomUUID();
+        });
+        if (i % LEDGER_SAMPLE_EVERY === 0) ctx.ledger.addToken(token);
+        return token;
+      };
+    }
 
     it(
       `floods up to ${FORGERIES} forgeries signed with an unknown key in ${FLOOD_BUDGET_MS / 1000} s: none accepted, ` +
         'no 5xx but 503 with Retry-After, a busy cached caller keeps 200',
       async () => {
-        const { env } = ctx;
-        const [quietToken, busyToken] = [await env.mint(ACCOUNTS.api), await env.mint(ACCOUNTS.api)];
-        // One request each before the flood: the quiet caller's is its only one until the flood is over.
-        for (const token of [quietToken, busyToken]) {
-          const res = await call(ctx.ledger, store.url, { headers: bearer(token) });
-          expect(answered(res) && res.status).toBe(200);
-        }
-        quiet = { token: quietToken, cachedAt: Date.now() };
-
-        // One signature by the unknown key over the template, kept on every forgery with fresh claims:
-        // without the key no verifier tells it from a signature over those claims.
-        const now = Math.floor(Date.now() / 1000);
-        const signed = signRs256(unknownKey, template.header, retimedClaims(template.payload, now - 60, now + 540));
-        const forge = (i: number) => {
-          const token = withEditedPayload(signed, (claims) => {
-            claims['jti'] = randomUUID();
-          });
-          if (i % LEDGER_SAMPLE_EVERY === 0) ctx.ledger.addToken(token);
-          return token;
-        };
+        const busyToken = await ctx.env.mint(ACCOUNTS.api);
+        const first = await call(ctx.ledger, store.url, { headers: bearer(busyToken) });
+        expect(answered(first) && first.status).toBe(200);
+        const forge = forger();
         const handled = async () =>
           ((await fs.readFile(store.logFile, 'utf8')).match(/authenticated system:serviceaccount:/g) ?? []).length;
         const handledBefore = await handled();
@@ -227,22 +229,46 @@ export function describeReviewBudget(ctx: SuiteContext): void {
       FLOOD_BUDGET_MS + 60_000,
     );
 
-    it('the caller cached before the flood needs no TokenReview after it', async () => {
-      if (!quiet) throw new Error('the flood did not run');
-      const before = await settledReviews();
-      const sinceCached = Date.now() - quiet.cachedAt;
-      const res = await call(ctx.ledger, store.url, { headers: bearer(quiet.token) });
-      const spent = (await settledReviews()) - before;
-      const forgeries = ctx.figures.reviews.flood?.forgeries ?? 0;
-      ctx.figures.reviews.cachedCaller = { forgeries, reviews: spent };
-      console.log(
-        `review budget/cached caller: ${res.status} ${Math.round(sinceCached / 1000)} s after it was cached; ${spent} TokenReviews`,
-      );
-      expect(answered(res) && res.status).toBe(200);
-      // Past the cache TTL a review is due anyway, and the count would say nothing about eviction.
-      expect(sinceCached).toBeLessThan(CACHE_TTL_MS);
-      expect(forgeries).toBeGreaterThan(CACHE_ENTRIES);
-      expect(spent).toBe(0);
+    it(`a caller cached before ${EVICTION_FORGERIES} refused forgeries, more than its store's cache bound (${EVICTION_CACHE_ENTRIES}), needs no TokenReview after them`, async () => {
+      const { env } = ctx;
+      const small = await env.startSecretStore({ env: { CACHE_MAX_ENTRIES: String(EVICTION_CACHE_ENTRIES) } });
+      try {
+        const quiet = await env.mint(ACCOUNTS.api);
+        const first = await call(ctx.ledger, small.url, { headers: bearer(quiet) });
+        expect(answered(first) && first.status).toBe(200);
+        const cachedAt = Date.now();
+
+        const forge = forger();
+        const reviewsBefore = await settledReviews();
+        // Fewer at a time than the bound on reviews in flight: every forgery is reviewed, and its refusal cached.
+        const flood = await sendBounded(EVICTION_FORGERIES, 8, SEND_TIMEOUT_MS, (i) =>
+          call(ctx.ledger, small.url, { headers: bearer(forge(i)) }),
+        );
+        const before = await settledReviews();
+        const res = await call(ctx.ledger, small.url, { headers: bearer(quiet) });
+        const sinceCached = Date.now() - cachedAt;
+        const spent = (await settledReviews()) - before;
+        const refusedForgeries = flood.outcomes.filter(refused).length;
+        ctx.figures.reviews.cachedCaller = {
+          forgeries: refusedForgeries,
+          bound: EVICTION_CACHE_ENTRIES,
+          reviews: spent,
+        };
+        console.log(
+          `review budget/cached caller: ${EVICTION_FORGERIES} forgeries, answers ${JSON.stringify(statuses(flood.outcomes))}, ` +
+            `${before - reviewsBefore} TokenReviews; cache bound ${EVICTION_CACHE_ENTRIES}; the caller cached before ` +
+            `${res.status} ${Math.round(sinceCached / 1000)} s after it was cached, ${spent} TokenReviews`,
+        );
+        expect(refusedForgeries).toBe(EVICTION_FORGERIES);
+        // Reviewed, so cached as refusals: more than the bound, which in one cache with acceptances would evict the caller.
+        expect(before - reviewsBefore).toBeGreaterThan(EVICTION_CACHE_ENTRIES);
+        expect(answered(res) && res.status).toBe(200);
+        // Past the cache TTL a review is due anyway, and the count would say nothing about eviction.
+        expect(sinceCached).toBeLessThan(CACHE_TTL_MS);
+        expect(spent).toBe(0);
+      } finally {
+        await small.stop();
+      }
     });
 
     it(`bounds the TokenReviews in flight: ${BURST} new forgeries at once on a slow API server get 503 with Retry-After at once beyond the bound, a cached caller stays fast`, async () => {

@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { promises as fs } from 'node:fs';
+import { describeAccessBudget } from './access-budget';
 import { describeAttacks } from './attacks';
 import { describeCallerIsolation } from './caller-isolation';
 import { describeFaults } from './faults';
@@ -15,9 +16,9 @@ import { summaryFile } from './support/summary-file';
 /**
  * The security and reliability suite: the services of this repository on a real kube-apiserver and
  * etcd, attacked, faulted and fuzzed, then every log and answer searched for tokens. One control
- * plane for all six areas, which run in this order. The review budget runs late because it counts
- * the API server's TokenReviews while nothing else sends any; the secrets area runs last because it
- * reads everything the others produced. Each area adds its figures; the summary lines are printed
+ * plane for all seven areas, which run in this order. The review and access budgets run late because
+ * they count the API server's TokenReviews while nothing else sends any; the secrets area runs last
+ * because it reads everything the others produced. Each area adds its figures; the summary lines are printed
  * at the very end of the run (jest.global-teardown.ts). SECURITY_KEEP_RUN_DIR=1 keeps the logs.
  */
 const ledger = new SecretLedger();
@@ -53,5 +54,6 @@ describe('security and reliability, on a real control plane', () => {
   describeFaults(ctx);
   describeFuzz(ctx);
   describeReviewBudget(ctx);
+  describeAccessBudget(ctx);
   describeSecrets(ctx);
 });

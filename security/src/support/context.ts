@@ -23,7 +23,12 @@ export class Figures {
     expired?: { tokens: number; reviews: number };
     nonCanonical?: { reviews: number };
     flood?: { forgeries: number; accepted: number; unexpected5xx: number; answered503: number };
-    cachedCaller?: { forgeries: number; reviews: number };
+    cachedCaller?: { forgeries: number; bound: number; reviews: number };
+    inFlight?: { burst: number; atOnce: number; accepted: number; unexpected5xx: number };
+  } = {};
+  /** What RBAC decisions (SubjectAccessReviews) cost (the access-budget area); each set once measured. */
+  readonly access: {
+    flood?: { deniedNames: number; bound: number; allowedStatus: number };
     inFlight?: { burst: number; atOnce: number; accepted: number; unexpected5xx: number };
   } = {};
 
@@ -70,12 +75,29 @@ export class Figures {
       );
     }
     if (cachedCaller) {
-      lines.push(`reviews the cached caller needed after ${cachedCaller.forgeries} forgeries: ${cachedCaller.reviews}`);
+      lines.push(
+        `reviews the cached caller needed after ${cachedCaller.forgeries} refused forgeries ` +
+          `(cache bound ${cachedCaller.bound}): ${cachedCaller.reviews}`,
+      );
     }
     if (inFlight) {
       lines.push(
         `in flight: ${inFlight.burst} new forgeries at once on a slow API server, ${inFlight.atOnce} answered 503 at once, ` +
           `${inFlight.accepted} accepted, ${inFlight.unexpected5xx} 5xx other than 503`,
+      );
+    }
+    if (this.access.flood) {
+      const { deniedNames, bound, allowedStatus } = this.access.flood;
+      lines.push(
+        `rbac flood: ${deniedNames} denied names (cache bound ${bound}), ` +
+          `allowed caller ${allowedStatus} with the API server unreachable`,
+      );
+    }
+    if (this.access.inFlight) {
+      const { burst, atOnce, accepted, unexpected5xx } = this.access.inFlight;
+      lines.push(
+        `rbac in flight: ${burst} denied names at once on a slow API server, ${atOnce} answered 503 at once, ` +
+          `${accepted} accepted, ${unexpected5xx} 5xx other than 503`,
       );
     }
     if (this.secrets) lines.push(`secrets: ${this.secrets.leaks} leaks in ${this.secrets.lines} log lines`);

@@ -11,6 +11,9 @@ import { createServer, type Server, type Socket, connect } from 'node:net';
 export class DelayProxy {
   /** Delay applied to every chunk from the server from now on; order is always kept. */
   delayMs = 0;
+  /** Most client connections open at once since {@link resetPeak} (or the start). */
+  peakConnections = 0;
+  private connections = 0;
   private server: Server | undefined;
   private port = 0;
   private readonly sockets = new Set<Socket>();
@@ -70,7 +73,15 @@ export class DelayProxy {
     await new Promise<void>((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
   }
 
+  /** Starts counting {@link peakConnections} again from the connections open now. */
+  resetPeak(): void {
+    this.peakConnections = this.connections;
+  }
+
   private pipe(client: Socket): void {
+    this.connections++;
+    this.peakConnections = Math.max(this.peakConnections, this.connections);
+    client.on('close', () => this.connections--);
     const upstream = connect(this.targetPort, '127.0.0.1');
     for (const socket of [client, upstream]) {
       this.sockets.add(socket);

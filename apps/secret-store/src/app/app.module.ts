@@ -15,6 +15,7 @@ export class AppModule {
           isGlobal: true,
           audiences: config.mode === 'legacy' ? API_SERVER_AUDIENCE : [config.audience],
           verification: config.verification,
+          ...(config.maxCacheEntries === undefined ? {} : { maxCacheEntries: config.maxCacheEntries }),
           // The seed sends X-Client-Id; a request may use one of the two, never both.
           tokenHeaders: ['authorization', 'x-client-id'],
         }),

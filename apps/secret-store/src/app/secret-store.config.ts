@@ -11,6 +11,11 @@ export interface SecretStoreConfig {
   audience: string;
   /** How callers' tokens are verified (`VERIFICATION`); the local modes need `projected`. @default 'tokenReview' */
   verification: TokenVerification;
+  /**
+   * Bound of each of the guard's answer caches (`CACHE_MAX_ENTRIES`): accepted and refused tokens, allowed and denied
+   * SubjectAccessReviews. @default the library's (`maxCacheEntries`)
+   */
+  maxCacheEntries?: number;
 }
 
 const VERIFICATIONS: readonly TokenVerification[] = ['tokenReview', 'local', 'local+review', 'local+watch'];
@@ -27,5 +32,18 @@ export function readSecretStoreConfig(env: NodeJS.ProcessEnv = process.env): Sec
   if (mode === 'legacy' && verification !== 'tokenReview') {
     throw new Error(`VERIFICATION=${verification} needs AUTH_MODE=projected: legacy tokens are only reviewed`);
   }
-  return { mode, audience: env['AUDIENCE'] ?? 'secret-store', verification };
+  return {
+    mode,
+    audience: env['AUDIENCE'] ?? 'secret-store',
+    verification,
+    maxCacheEntries: readCount(env, 'CACHE_MAX_ENTRIES'),
+  };
+}
+
+/** A non-negative integer from `env[name]`, or undefined when it is not set. */
+function readCount(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const text = env[name];
+  if (text === undefined || text === '') return undefined;
+  if (!/^\d{1,9}$/.test(text)) throw new Error(`${name} must be a non-negative integer, not '${text}'`);
+  return Number(text);
 }

@@ -280,6 +280,20 @@ describe('@RequireAccess (SubjectAccessReview) against a real API server', () =>
     expect(await reviews()).toBe(before + 1);
   });
 
+  it('keeps an allowed decision, needing no review, after more denied names than the cache bound', async () => {
+    const bound = 5;
+    const small = await boot({ maxCacheEntries: bound });
+    await get(small, '/secrets/kept', apiToken).expect(200);
+    const names = Array.from({ length: 4 * bound }, (_, i) => `denied-${i}`);
+    for (const name of names) {
+      const res = await get(small, `/secrets/${name}`, dataStoreToken);
+      expect(res.status).toBe(403);
+    }
+    const before = await reviews();
+    await get(small, '/secrets/kept', apiToken).expect(200);
+    expect(await reviews()).toBe(before);
+  });
+
   it('allows after the deny TTL once a RoleBinding is created, and denies after the allow TTL once it is deleted', async () => {
     const denyTtlMs = 1500;
     const allowTtlMs = 3000;

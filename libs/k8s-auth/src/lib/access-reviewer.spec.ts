@@ -1,10 +1,13 @@
 import { Logger } from '@nestjs/common';
+import { generateKeyPairSync } from 'node:crypto';
 import type { ResourceAttributes } from './access-check';
 import { AccessReviewer, interpretAccessReview, subjectAccessReviewSpec } from './access-reviewer';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { type KubernetesApiClient, KubernetesApiError } from './kubernetes-api.client';
 import { type CallerIdentity, ReviewUnavailableError } from './authentication.types';
+import { createTokenAuthenticator } from './token-authenticator.provider';
+import { signJwt } from '../testing/jwt';
 
 const caller: CallerIdentity = {
   username: 'system:serviceaccount:api:api',
@@ -31,7 +34,11 @@ const readSecret = (name: string): { resourceAttributes: ResourceAttributes } =>
   },
 });
 
-type Answer = { allowed?: boolean; denied?: boolean; reason?: string; evaluationError?: string } | Error;
+const { privateKey: tokenKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+
+type Answer =
+  | { allowed?: boolean; denied?: boolean; reason?: string; evaluationError?: string; authenticated?: boolean }
+  | Error;
 
 /** Stands in for the API server: records each review and answers from a script. */
 class FakeApi {
@@ -249,10 +256,102 @@ describe('AccessReviewer', () => {
     );
   });
 
-  it('caches nothing with maxCacheEntries 0', async () => {
+  it('caches nothing with maxCacheEntries 0, and still shares one review among concurrent identical questions', async () => {
     const r = reviewer({ maxCacheEntries: 0 });
     await r.review(caller, readSecret('db'));
     await r.review(caller, readSecret('db'));
     expect(api.bodies).toHaveLength(2);
+    let open!: () => void;
+    api.gate = new Promise((resolve) => (open = resolve));
+    const pending = Array.from({ length: 5 }, () => r.review(caller, readSecret('db')));
+    open();
+    await Promise.all(pending);
+    expect(api.bodies).toHaveLength(3);
+  });
+
+  it('keeps an allowed decision through more denied reviews than the cache bound', async () => {
+    api.answer = (spec) => ({ allowed: (spec['resourceAttributes'] as { name: string }).name === 'kept' });
+    const r = reviewer({ maxCacheEntries: 5 });
+    await expect(r.review(caller, readSecret('kept'))).resolves.toEqual({ allowed: true });
+    for (let i = 0; i < 50; i++) {
+      await expect(r.review(caller, readSecret(`denied-${i}`))).resolves.toEqual({ allowed: false });
+    }
+    expect(api.bodies).toHaveLength(51);
+    await expect(r.review(caller, readSecret('kept'))).resolves.toEqual({ allowed: true });
+    expect(api.bodies).toHaveLength(51);
+    // The denials' own cache is bounded: the oldest went, the newest are kept.
+    await r.review(caller, readSecret('denied-49'));
+    expect(api.bodies).toHaveLength(51);
+    await r.review(caller, readSecret('denied-0'));
+    expect(api.bodies).toHaveLength(52);
+  });
+
+  it('keeps at most maxCacheEntries allowed decisions, least recently used out first', async () => {
+    const r = reviewer({ maxCacheEntries: 2 });
+    for (const name of ['a', 'b', 'a', 'c']) await r.review(caller, readSecret(name));
+    expect(api.bodies).toHaveLength(3);
+    await r.review(caller, readSecret('a'));
+    expect(api.bodies).toHaveLength(3);
+    await r.review(caller, readSecret('b'));
+    expect(api.bodies).toHaveLength(4);
+  });
+
+  it('answers unavailable at once beyond maxAccessReviewsInFlight reviews, and takes new ones as those end', async () => {
+    let open!: () => void;
+    api.gate = new Promise((resolve) => (open = resolve));
+    const r = reviewer({ maxAccessReviewsInFlight: 2 });
+    const first = [r.review(caller, readSecret('a')), r.review(caller, readSecret('b'))];
+    await expect(r.review(caller, readSecret('c'))).rejects.toThrow(
+      new ReviewUnavailableError('2 SubjectAccessReviews are in flight already'),
+    );
+    // A question already being asked shares that review: no room needed.
+    const again = r.review(caller, readSecret('a'));
+    expect(api.bodies).toHaveLength(2);
+    open();
+    await expect(Promise.all([...first, again])).resolves.toHaveLength(3);
+    await expect(r.review(caller, readSecret('c'))).resolves.toEqual({ allowed: true });
+    expect(api.bodies).toHaveLength(3);
+  });
+
+  it('frees its place in flight when a review fails', async () => {
+    api.answer = () => new KubernetesApiError('unavailable', 'connect ECONNREFUSED');
+    const r = reviewer({ maxAccessReviewsInFlight: 1 });
+    for (const name of ['a', 'b', 'c']) {
+      await expect(r.review(caller, readSecret(name))).rejects.toThrow(/SubjectAccessReview failed/);
+    }
+    expect(api.bodies).toHaveLength(3);
+  });
+
+  it("bounds its reviews apart from the TokenReviews': either bound full leaves the other's room free", async () => {
+    let open!: () => void;
+    api.gate = new Promise((resolve) => (open = resolve));
+    api.answer = () => ({ authenticated: false });
+    const options = { maxReviewsInFlight: 1, maxAccessReviewsInFlight: 1 };
+    const metrics = new K8sAuthMetrics({ metrics: false });
+    const tokens = createTokenAuthenticator(options, api as unknown as KubernetesApiClient, metrics);
+    const r = reviewer(options);
+    const token = (n: number) => signJwt(tokenKey, { sub: 'system:serviceaccount:api:api', n, exp: 4102444800 });
+
+    const heldSar = r.review(caller, readSecret('a'));
+    const heldTokenReview = tokens.authenticate(token(1), ['secret-store']);
+    expect(api.paths).toEqual([
+      '/apis/authorization.k8s.io/v1/subjectaccessreviews',
+      '/apis/authentication.k8s.io/v1/tokenreviews',
+    ]);
+    // Each bound is full now, and only its own kind is turned away.
+    await expect(r.review(caller, readSecret('b'))).rejects.toThrow(ReviewUnavailableError);
+    await expect(tokens.authenticate(token(2), ['secret-store'])).rejects.toThrow(ReviewUnavailableError);
+    open();
+    await Promise.all([heldSar, heldTokenReview]);
+  });
+
+  it.each([
+    [{ maxAccessReviewsInFlight: 0 }, 'maxAccessReviewsInFlight must be a positive integer, got 0'],
+    [{ maxAccessReviewsInFlight: 1.5 }, 'maxAccessReviewsInFlight must be a positive integer, got 1.5'],
+    [{ maxCacheEntries: -1 }, 'maxCacheEntries must be a non-negative integer, got -1'],
+    [{ accessCacheTtlMs: Number.NaN }, 'accessCacheTtlMs must be a non-negative number, got NaN'],
+    [{ accessDenyCacheTtlMs: -5 }, 'accessDenyCacheTtlMs must be a non-negative number, got -5'],
+  ])('refuses %j as it is built, naming the option', (options, message) => {
+    expect(() => reviewer(options)).toThrow(new RangeError(message));
   });
 });

@@ -7,6 +7,7 @@ import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { KubernetesApiClient, reviewUnavailable } from './kubernetes-api.client';
+import { nonNegative, nonNegativeInteger, positive } from './option-checks';
 import { type CallerIdentity, ReviewUnavailableError } from './authentication.types';
 
 /** The API server's answer to one SubjectAccessReview. `reason` is for logs, never for the caller. */
@@ -37,53 +38,81 @@ const PATH = '/apis/authorization.k8s.io/v1/subjectaccessreviews';
 
 /**
  * Asks the API server (SubjectAccessReview) whether a caller may do something, as RBAC (or whatever
- * authorizer the cluster runs) decides. Decisions are cached, allowed and denied for their own TTLs,
- * under a hash of the whole review (user, uid, groups, extra and attributes); concurrent identical
- * reviews share one call (lru-cache's `fetch()`); failures are never cached.
+ * authorizer the cluster runs) decides. Decisions are cached under a hash of the whole review (user, uid, groups,
+ * extra and attributes), allowed and denied ones for their own TTLs in caches of their own, so no number of denied
+ * reviews can evict an allowed decision; failures are never cached. Concurrent identical reviews share one call.
+ * At most `maxAccessReviewsInFlight` reviews wait at once, a bound apart from the TokenReviews' own, so a flood of
+ * either kind cannot starve the other; a review beyond it fails at once (503).
  */
 @Injectable()
 export class AccessReviewer {
   private readonly logger = new Logger('AccessReviewer');
-  private readonly cache: LRUCache<string, AccessDecision, { spec: SubjectAccessReviewSpec }> | undefined;
+  private readonly allowed: LRUCache<string, AccessDecision> | undefined;
+  private readonly denied: LRUCache<string, AccessDecision> | undefined;
+  // The reviews being made, as in CachedAuthenticator: lru-cache's fetch() would keep every answer in the one cache
+  // it fetches for, allowed and denied alike.
+  private readonly pending = new Map<string, Promise<AccessDecision>>();
   private readonly allowTtlMs: number;
   private readonly denyTtlMs: number;
+  private readonly maxInFlight: number;
+  private inFlight = 0;
 
   constructor(
     @Inject(MODULE_OPTIONS_TOKEN) options: K8sAuthModuleOptions,
     private readonly api: KubernetesApiClient,
     private readonly metrics: K8sAuthMetrics,
   ) {
-    this.allowTtlMs = options.accessCacheTtlMs ?? DEFAULTS.accessCacheTtlMs;
-    this.denyTtlMs = options.accessDenyCacheTtlMs ?? DEFAULTS.accessDenyCacheTtlMs;
-    const max = options.maxCacheEntries ?? DEFAULTS.maxCacheEntries;
+    this.allowTtlMs = nonNegative('accessCacheTtlMs', options.accessCacheTtlMs ?? DEFAULTS.accessCacheTtlMs);
+    this.denyTtlMs = nonNegative('accessDenyCacheTtlMs', options.accessDenyCacheTtlMs ?? DEFAULTS.accessDenyCacheTtlMs);
+    this.maxInFlight = positive(
+      'maxAccessReviewsInFlight',
+      options.maxAccessReviewsInFlight ?? DEFAULTS.maxAccessReviewsInFlight,
+    );
+    const max = nonNegativeInteger('maxCacheEntries', options.maxCacheEntries ?? DEFAULTS.maxCacheEntries);
     if (max > 0) {
-      this.cache = new LRUCache({
-        max,
-        fetchMethod: async (_key, _stale, { context, options: entry }) => {
-          const decision = await this.ask(context.spec);
-          entry.ttl = Math.max(1, decision.allowed ? this.allowTtlMs : this.denyTtlMs);
-          return decision;
-        },
-      });
+      this.allowed = new LRUCache({ max });
+      this.denied = new LRUCache({ max });
     }
   }
 
   /**
    * Whether `caller` may do what `attributes` describe.
-   * @throws ReviewUnavailableError when the API server cannot answer.
+   * @throws ReviewUnavailableError when the API server cannot answer, or the bound of reviews in flight is reached.
    */
   async review(caller: CallerIdentity, attributes: AccessAttributes): Promise<AccessDecision> {
     const spec = subjectAccessReviewSpec(caller, attributes);
-    if (!this.cache) return this.ask(spec);
     // Built in a fixed key order (extra sorted), so equal reviews give equal keys; it holds no secret.
     const key = hash('sha256', JSON.stringify(spec), 'base64');
-    this.metrics.accessCacheLookup(this.cache.has(key));
-    const decision = await this.cache.fetch(key, { context: { spec } });
-    if (!decision) throw new ReviewUnavailableError('SubjectAccessReview gave no answer');
+    if (this.allowed && this.denied) {
+      const known = this.allowed.get(key) ?? this.denied.get(key);
+      this.metrics.accessCacheLookup(known !== undefined);
+      if (known) return known;
+    }
+
+    let decision = this.pending.get(key);
+    if (!decision) {
+      decision = this.ask(spec).then(
+        (answer) => {
+          this.pending.delete(key);
+          if (answer.allowed) this.allowed?.set(key, answer, { ttl: Math.max(1, this.allowTtlMs) });
+          else this.denied?.set(key, answer, { ttl: Math.max(1, this.denyTtlMs) });
+          return answer;
+        },
+        (err: unknown) => {
+          this.pending.delete(key);
+          throw err;
+        },
+      );
+      this.pending.set(key, decision);
+    }
     return decision;
   }
 
   private async ask(spec: SubjectAccessReviewSpec): Promise<AccessDecision> {
+    if (this.inFlight >= this.maxInFlight) {
+      throw new ReviewUnavailableError(`${this.inFlight} SubjectAccessReviews are in flight already`);
+    }
+    this.inFlight++;
     const stopTimer = this.metrics.accessReviewTimer();
     let status: SubjectAccessReviewStatus;
     try {
@@ -96,6 +125,8 @@ export class AccessReviewer {
     } catch (err) {
       stopTimer('error');
       throw reviewUnavailable('SubjectAccessReview', err, this.logger);
+    } finally {
+      this.inFlight--;
     }
     const decision = interpretAccessReview(status);
     stopTimer(decision.allowed ? 'allowed' : 'denied');

@@ -74,6 +74,12 @@ export interface K8sAuthModuleOptions {
    */
   maxReviewsInFlight?: number;
   /**
+   * SubjectAccessReviews (`@RequireAccess`) this process waits for at once. A review beyond them is answered 503 with
+   * `Retry-After` at once, while cached decisions are served as usual. The bound is apart from `maxReviewsInFlight`:
+   * a flood of either kind of review leaves the other's room free. @default 64
+   */
+  maxAccessReviewsInFlight?: number;
+  /**
    * How long an allowing SubjectAccessReview (`@RequireAccess`) is reused: a revoked RoleBinding takes
    * effect after at most this long. @default 300_000 (5 min, as the kubelet)
    */
@@ -84,8 +90,9 @@ export interface K8sAuthModuleOptions {
    */
   accessDenyCacheTtlMs?: number;
   /**
-   * Bound of each answer cache (accepted tokens, refused tokens, SubjectAccessReviews); least recently used entries
-   * go first; 0 turns caching off. @default 10_000
+   * Bound of each answer cache (accepted tokens, refused tokens, allowed and denied SubjectAccessReviews); least
+   * recently used entries go first. Refusals and denials are kept apart from acceptances and allowed decisions, so no
+   * number of them can evict one of those. 0 turns caching off. @default 10_000
    */
   maxCacheEntries?: number;
   /** How tokens are verified; see {@link TokenVerification}. @default 'tokenReview' */

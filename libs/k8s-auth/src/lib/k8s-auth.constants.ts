@@ -21,6 +21,7 @@ export const DEFAULTS = {
   maxCacheEntries: 10_000,
   retryAfterSeconds: 5,
   maxReviewsInFlight: 64,
+  maxAccessReviewsInFlight: 64,
   verification: 'tokenReview',
   clockSkewSeconds: 60,
   jwksRefreshIntervalMs: 5 * 60_000,

@@ -246,7 +246,12 @@ export class KubernetesApiClient implements OnApplicationShutdown {
 
   private agentFor(options: RequestOptions): HttpsAgent | HttpAgent {
     if (this.agent) return this.agent;
-    const common = { keepAlive: true, maxSockets: 64, maxFreeSockets: 16, scheduling: 'lifo' as const };
+    const common = {
+      keepAlive: true,
+      maxSockets: maxConnections(this.options),
+      maxFreeSockets: 16,
+      scheduling: 'lifo' as const,
+    };
     this.agent =
       this.server.protocol === 'https:'
         ? new HttpsAgent({
@@ -262,6 +267,21 @@ export class KubernetesApiClient implements OnApplicationShutdown {
         : new HttpAgent(common);
     return this.agent;
   }
+}
+
+/** Calls other than reviews that may be under way at once: the signing keys, token requests, watches' lists. */
+const OTHER_CALLS = 16;
+
+/**
+ * Connections the agent opens at most: one per review either bound lets through, and room for the other calls, so
+ * that reviews of one kind holding every connection cannot make the other kind queue behind them.
+ */
+export function maxConnections(options: K8sAuthModuleOptions): number {
+  return (
+    (options.maxReviewsInFlight ?? DEFAULTS.maxReviewsInFlight) +
+    (options.maxAccessReviewsInFlight ?? DEFAULTS.maxAccessReviewsInFlight) +
+    OTHER_CALLS
+  );
 }
 
 function failureOf(status: number): KubernetesApiFailure {

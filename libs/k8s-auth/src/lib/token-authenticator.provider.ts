@@ -8,6 +8,7 @@ import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions, TokenVerification } from './k8s-auth-options.interface';
 import { KubernetesApiClient } from './kubernetes-api.client';
 import { LocalJwtAuthenticator } from './local-jwt.authenticator';
+import { nonNegative, positive } from './option-checks';
 import { RoutePolicies } from './route-policy';
 import { SigningKeys } from './signing-keys';
 import { TokenReviewAuthenticator } from './token-review.authenticator';
@@ -100,15 +101,3 @@ export const tokenAuthenticatorProvider: Provider = {
   useFactory: createTokenAuthenticator,
   inject: [MODULE_OPTIONS_TOKEN, KubernetesApiClient, K8sAuthMetrics, RoutePolicies],
 };
-
-function nonNegative(name: string, value: number): number {
-  if (!(Number.isFinite(value) && value >= 0))
-    throw new RangeError(`${name} must be a non-negative number, got ${value}`);
-  return value;
-}
-
-function positive(name: string, value: number): number {
-  if (!(Number.isSafeInteger(value) && value > 0))
-    throw new RangeError(`${name} must be a positive integer, got ${value}`);
-  return value;
-}
