@@ -9,6 +9,10 @@ export class Figures {
   /** A local+watch store's revocation (the attacks area): ms from each DELETE to the first 403, TokenReviews made. */
   watchRevocation: { podMs: number; serviceAccountMs: number; reviews: number } | undefined;
   secrets: { leaks: number; lines: number } | undefined;
+  /** Hostile values in request and token fields, through each verification mode; lines they injected in the logs. */
+  logInjection:
+    | { values: number; places: number; modes: number; requests: number; injected: number; uncut: number }
+    | undefined;
   /** What tokens cost the API server and its callers (the review-budget area); each set once measured. */
   readonly reviews: {
     malformed?: { tokens: number; reviews: number };
@@ -56,6 +60,13 @@ export class Figures {
       lines.push(
         `in flight: ${inFlight.burst} new forgeries at once on a slow API server, ${inFlight.atOnce} answered 503 at once, ` +
           `${inFlight.accepted} accepted, ${inFlight.unexpected5xx} 5xx other than 503`,
+      );
+    }
+    if (this.logInjection) {
+      const { values, places, modes, requests, injected, uncut } = this.logInjection;
+      lines.push(
+        `log injection: ${values} hostile values in ${places} places through ${modes} verification modes ` +
+          `(${requests} requests), ${injected} injected lines, ${uncut} lines with a value not cut short`,
       );
     }
     if (this.secrets) lines.push(`secrets: ${this.secrets.leaks} leaks in ${this.secrets.lines} log lines`);
