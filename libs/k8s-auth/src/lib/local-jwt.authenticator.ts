@@ -41,7 +41,7 @@ export class LocalJwtAuthenticator implements TokenAuthenticator {
     if (kid !== undefined && typeof kid !== 'string') return this.refuse(token, 'kid is not a string');
 
     const wanted = (held: IssuerKeys) => candidates(held, alg, kid).length > 0;
-    const issuer = this.keys.inHand(wanted) ?? (await this.keys.get(wanted));
+    const issuer = this.keys.inHand(wanted) ?? (await this.keys.get(wanted, `${alg} ${kid ?? ''}`));
     const keys = candidates(issuer, alg, kid);
     if (keys.length === 0) return this.refuse(token, 'signed with a key the API server does not publish');
 
