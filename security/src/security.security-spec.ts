@@ -5,6 +5,7 @@ import { describeAttacks } from './attacks';
 import { describeCallerIsolation } from './caller-isolation';
 import { describeFaults } from './faults';
 import { describeFuzz } from './fuzz';
+import { describeLogInjection } from './log-injection';
 import { describeReviewBudget } from './review-budget';
 import { describeSecrets } from './secrets';
 import { Figures, type SuiteContext } from './support/context';
@@ -16,7 +17,7 @@ import { summaryFile } from './support/summary-file';
 /**
  * The security and reliability suite: the services of this repository on a real kube-apiserver and
  * etcd, attacked, faulted and fuzzed, then every log and answer searched for tokens. One control
- * plane for all seven areas, which run in this order. The review and access budgets run late because
+ * plane for all eight areas, which run in this order. The review and access budgets run late because
  * they count the API server's TokenReviews while nothing else sends any; the secrets area runs last
  * because it reads everything the others produced. Each area adds its figures; the summary lines are printed
  * at the very end of the run (jest.global-teardown.ts). SECURITY_KEEP_RUN_DIR=1 keeps the logs.
@@ -55,5 +56,6 @@ describe('security and reliability, on a real control plane', () => {
   describeFuzz(ctx);
   describeReviewBudget(ctx);
   describeAccessBudget(ctx);
+  describeLogInjection(ctx);
   describeSecrets(ctx);
 });

@@ -33,3 +33,4 @@ export { attachServiceAccountToken } from './lib/outgoing-token.axios';
 export type { AttachTokenOptions, AxiosInstanceLike } from './lib/outgoing-token.axios';
 export { PolicyConfigurationError } from './lib/caller-policy';
 export type { TokenHeader } from './lib/bearer-token';
+export { logSafe } from './lib/log-safe';

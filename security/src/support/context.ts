@@ -17,6 +17,10 @@ export class Figures {
   /** Modes × faults whose answers were checked against the README's failure table, and how many differed. */
   failureSemantics: { cells: number; wrong: number } | undefined;
   secrets: { leaks: number; lines: number } | undefined;
+  /** Hostile values in request and token fields, through each verification mode; lines they injected in the logs. */
+  logInjection:
+    | { values: number; places: number; modes: number; requests: number; injected: number; uncut: number }
+    | undefined;
   /** What tokens cost the API server and its callers (the review-budget area); each set once measured. */
   readonly reviews: {
     malformed?: { tokens: number; reviews: number };
@@ -98,6 +102,13 @@ export class Figures {
       lines.push(
         `rbac in flight: ${burst} denied names at once on a slow API server, ${atOnce} answered 503 at once, ` +
           `${accepted} accepted, ${unexpected5xx} 5xx other than 503`,
+      );
+    }
+    if (this.logInjection) {
+      const { values, places, modes, requests, injected, uncut } = this.logInjection;
+      lines.push(
+        `log injection: ${values} hostile values in ${places} places through ${modes} verification modes ` +
+          `(${requests} requests), ${injected} injected lines, ${uncut} lines with a value not cut short`,
       );
     }
     if (this.secrets) lines.push(`secrets: ${this.secrets.leaks} leaks in ${this.secrets.lines} log lines`);

@@ -32,6 +32,12 @@ export function unsignedJwt(payload: object, signature = ''): string {
   return `${encode({ alg: 'none', typ: 'JWT' })}.${encode(payload)}.${signature}`;
 }
 
+/** Replaces the header of a signed token and keeps its payload and signature: a header edited after signing. */
+export function withHeader(token: string, header: Record<string, unknown>): string {
+  const [, payload, signature] = token.split('.');
+  return `${encode(header)}.${payload}.${signature}`;
+}
+
 /** Replaces the payload of a signed token and keeps its header and signature: claims edited after signing. */
 export function withEditedPayload(token: string, edit: (payload: Record<string, unknown>) => void): string {
   const [header, , signature] = token.split('.');

@@ -1,5 +1,12 @@
 import { Controller, Get, Logger, Param } from '@nestjs/common';
-import { AllowServiceAccounts, Caller, type CallerIdentity, PublicRoute, RequireAccess } from '@k8s-auth/nestjs';
+import {
+  AllowServiceAccounts,
+  Caller,
+  type CallerIdentity,
+  logSafe,
+  PublicRoute,
+  RequireAccess,
+} from '@k8s-auth/nestjs';
 
 export const GREETING = 'Hello from secret store. You have been authenticated';
 
@@ -12,7 +19,8 @@ export class SecretStoreController {
   @AllowServiceAccounts('api:api')
   hello(@Caller() caller: CallerIdentity): string {
     this.logger.log(
-      `authenticated ${caller.username} pod=${caller.podName ?? '-'} ` +
+      // The pod name is a claim of the token, as signed: escaped like any value from a request.
+      `authenticated ${caller.username} pod=${logSafe(caller.podName ?? '-')} ` +
         `audiences=${caller.audiences.join(',') || '(api server)'}`,
     );
     return GREETING;

@@ -7,6 +7,7 @@ import { K8sAuthMetrics } from './k8s-auth.metrics';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
 import { KubernetesApiClient, reviewUnavailable } from './kubernetes-api.client';
+import { logSafe } from './log-safe';
 import { nonNegative, nonNegativeInteger, positive } from './option-checks';
 import { type CallerIdentity, ReviewUnavailableError } from './authentication.types';
 
@@ -132,7 +133,9 @@ export class AccessReviewer {
     stopTimer(decision.allowed ? 'allowed' : 'denied');
     if (!decision.allowed && status.evaluationError) {
       // RBAC still answered (denied), but some of the cluster's RBAC objects could not be read: say so.
-      this.logger.warn(`SubjectAccessReview for ${spec.user} (${describeAccess(spec)}): ${status.evaluationError}`);
+      this.logger.warn(
+        `SubjectAccessReview for ${spec.user} (${describeAccess(spec)}): ${logSafe(status.evaluationError, 500)}`,
+      );
     }
     return decision;
   }

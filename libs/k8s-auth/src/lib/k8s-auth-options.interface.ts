@@ -108,10 +108,12 @@ export interface K8sAuthModuleOptions {
    */
   jwksRefreshIntervalMs?: number;
   /**
-   * Local verification: a token signed with an unknown key id makes the keys be fetched again at once, at most
-   * once per this interval; other such tokens are refused meanwhile. While no keys are held at all (the fetch at
-   * start-up failed), fetches are spaced by this interval too, and tokens are answered 503 between them.
-   * @default 10_000
+   * Local verification: fetches of the keys start at most once per this interval, whatever asks for them. A token
+   * signed with a key id not held waits for the next fetch (at most this long), so a key the API server has just added
+   * is taken on its first token; a key id that fetch did not find is then refused at once for 10 s, without a fetch.
+   * Under a flood of unknown key ids the API server gets one fetch per interval, and a new key still waits no longer.
+   * While no keys are held at all (the fetch at start-up failed), tokens are answered 503 between the attempts.
+   * @default 1_000
    */
   jwksMinRefreshIntervalMs?: number;
   /**

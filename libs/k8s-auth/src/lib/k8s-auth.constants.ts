@@ -25,7 +25,7 @@ export const DEFAULTS = {
   verification: 'tokenReview',
   clockSkewSeconds: 60,
   jwksRefreshIntervalMs: 5 * 60_000,
-  jwksMinRefreshIntervalMs: 10_000,
+  jwksMinRefreshIntervalMs: 1_000,
   watchStalenessMs: 2_000,
   tokenRefreshIntervalMs: 5 * 60_000,
   tokenExpirationSeconds: 600,

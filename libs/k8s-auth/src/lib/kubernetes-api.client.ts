@@ -9,6 +9,7 @@ import { ReviewUnavailableError } from './authentication.types';
 import { DEFAULTS } from './k8s-auth.constants';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
+import { logSafe } from './log-safe';
 
 /**
  * Why a call failed: `unavailable` (no connection, timeout, 429, 5xx: worth a retry later),
@@ -189,6 +190,8 @@ export class KubernetesApiClient implements OnApplicationShutdown {
     const agent = this.agentFor(options);
     const secure = this.server.protocol === 'https:';
     const url = new URL(path, this.server);
+    // For error messages, which are logged: a path may hold a name taken from a token.
+    const where = logSafe(url.pathname, 200);
     const remaining = Math.max(1, deadline - Date.now());
 
     return new Promise<T>((resolve, reject) => {
@@ -209,7 +212,7 @@ export class KubernetesApiClient implements OnApplicationShutdown {
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('error', (err) => reject(new KubernetesApiError('unavailable', `${url.pathname}: ${err.message}`)));
+          res.on('error', (err) => reject(new KubernetesApiError('unavailable', `${where}: ${err.message}`)));
           res.on('end', () => {
             clearTimeout(timer);
             const status = res.statusCode ?? 0;
@@ -218,16 +221,12 @@ export class KubernetesApiClient implements OnApplicationShutdown {
               try {
                 resolve(JSON.parse(text) as T);
               } catch {
-                reject(new KubernetesApiError('unavailable', `${url.pathname}: the answer is not JSON`, status));
+                reject(new KubernetesApiError('unavailable', `${where}: the answer is not JSON`, status));
               }
               return;
             }
             reject(
-              new KubernetesApiError(
-                failureOf(status),
-                `${url.pathname}: HTTP ${status}: ${statusMessage(text)}`,
-                status,
-              ),
+              new KubernetesApiError(failureOf(status), `${where}: HTTP ${status}: ${statusMessage(text)}`, status),
             );
           });
         },
@@ -238,7 +237,7 @@ export class KubernetesApiClient implements OnApplicationShutdown {
       );
       req.on('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
-        reject(new KubernetesApiError('unavailable', `${this.server.origin}${url.pathname}: ${err.message}`));
+        reject(new KubernetesApiError('unavailable', `${this.server.origin}${where}: ${err.message}`));
       });
       req.end(payload);
     });
@@ -290,13 +289,16 @@ function failureOf(status: number): KubernetesApiFailure {
   return 'rejected';
 }
 
-/** The `message` of a Kubernetes Status object; it names users and resources, never credentials. */
+/**
+ * The `message` of a Kubernetes Status object, escaped for the logs it goes to: it names users and resources, never
+ * credentials, but may repeat what a request asked about.
+ */
 function statusMessage(text: string): string {
   try {
     const message = (JSON.parse(text) as { message?: unknown }).message;
-    if (typeof message === 'string') return message.slice(0, 500);
+    if (typeof message === 'string') return logSafe(message, 500);
   } catch {
     // not a Status object
   }
-  return text.slice(0, 200);
+  return logSafe(text, 200);
 }

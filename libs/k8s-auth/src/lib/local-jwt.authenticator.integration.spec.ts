@@ -29,6 +29,7 @@ import {
   startControlPlane,
 } from '../testing';
 import { API, DATA_STORE, GuardedApps, mintToken, REVIEWER, sleep } from './guarded-apps.spec-support';
+import { DEFAULTS } from './k8s-auth.constants';
 import { KubernetesApiClient, KubernetesApiError } from './kubernetes-api.client';
 
 // Every decision of local verification against a real kube-apiserver, side by side with what TokenReview decides
@@ -295,6 +296,65 @@ describe('local verification against a real API server', () => {
     await get(review, token).expect(200); // the API server accepts the new key
     await get(app, token).expect(200);
     expect(fetches()).toBe(atStart + 2);
+  });
+
+  it('takes a key the API server rotates in during a flood of unknown key ids on its first token, fetching the keys at most once per jwksMinRefreshIntervalMs', async () => {
+    const interval = DEFAULTS.jwksMinRefreshIntervalMs;
+    const app = await apps.boot({ kubeconfig, audiences: ['secret-store'], verification: 'local' }, { listen: true });
+    const url = await app.getUrl();
+    const send = (token: string) => request(url).get('/secret').set('Authorization', `Bearer ${token}`);
+    const fetches = jwksFetches(app);
+    await send(await mint(API)).expect(200);
+
+    // Junk key ids, each new, from 16 callers at once, each sending its next as soon as it is answered.
+    const junkKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    let junk = 0;
+    let flooding = true;
+    const junkAnswers: Record<string, number> = {};
+    const flood = Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (flooding) {
+          const answer = await send(signed(junkKey, {}, { kid: `junk-${junk++}` })).then(
+            (res) => String(res.status),
+            (err: Error) => err.message,
+          );
+          junkAnswers[answer] = (junkAnswers[answer] ?? 0) + 1;
+        }
+      }),
+    );
+    try {
+      await sleep(2 * interval);
+      const rotated = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      writeFileSync(extraKeyFile, rotated.publicKey.export({ type: 'spki', format: 'pem' }));
+      await cp.stopApiServer();
+      await cp.startApiServer();
+      // Published once the API server is ready again; a caller of the new key tries at once and every 50 ms after,
+      // with the same token, until it is let in.
+      const publishedAt = performance.now();
+      const fetchesBefore = fetches();
+      const junkBefore = junk;
+      const token = signed(rotated.privateKey);
+      const answers: number[] = [];
+      while (answers.at(-1) !== 200 && performance.now() - publishedAt < 30_000) {
+        if (answers.length > 0) await sleep(50);
+        answers.push((await send(token)).status);
+      }
+      const acceptedMs = performance.now() - publishedAt;
+      const fetched = fetches() - fetchesBefore;
+      console.log(
+        `unknown-kid flood (${junk - junkBefore} junk key ids meanwhile; answers ${JSON.stringify(junkAnswers)}): ` +
+          `the new key was let in ${Math.round(acceptedMs)} ms after the API server was ready with it, on try ` +
+          `${answers.length} (${[...new Set(answers)].join(', ')}); ${fetched} JWKS fetches in that time`,
+      );
+      expect(answers.at(-1)).toBe(200);
+      // Never refused: a token of a key id not held waits for the next fetch rather than being refused (and its
+      // refusal cached); 503 only while the last fetch failed (the API server was down).
+      expect(answers.filter((status) => status !== 503 && status !== 200)).toEqual([]);
+      expect(fetched).toBeLessThanOrEqual(Math.ceil(acceptedMs / interval) + 1);
+    } finally {
+      flooding = false;
+      await flood;
+    }
   });
 
   it('keeps answering in local mode while the API server is down; local+review and TokenReview cannot', async () => {

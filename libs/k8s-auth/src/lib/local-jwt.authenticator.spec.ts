@@ -232,7 +232,7 @@ describe('LocalJwtAuthenticator', () => {
     jest.advanceTimersByTime(1_000);
     expect(await authenticate(token(stranger.privateKey))).toEqual(INVALID);
     expect(api.fetches).toBe(2);
-    // Not fetched again within jwksMinRefreshIntervalMs: refused on the keys held.
+    // A key id just fetched for and not found: refused at once, without another fetch.
     expect(await authenticate(token(stranger.privateKey))).toEqual(INVALID);
     expect(api.fetches).toBe(2);
   });

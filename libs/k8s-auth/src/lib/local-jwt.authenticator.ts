@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import { createDecoder, createVerifier } from 'fast-jwt';
 import { refused, type ReviewResult, type TokenAuthenticator } from './authentication.types';
 import { tokenFingerprint } from './bearer-token';
+import { debugEnabled, logSafe } from './log-safe';
 import { serviceAccountCaller } from './service-account-claims';
 import type { IssuerKeys, SigningKey, SigningKeys } from './signing-keys';
 
@@ -40,11 +41,11 @@ export class LocalJwtAuthenticator implements TokenAuthenticator {
     }
     const { alg, kid } = header;
     // `alg: none`, HMACs and anything else are refused before any key is looked at.
-    if (typeof alg !== 'string' || !ALGORITHMS.has(alg)) return this.refuse(token, `algorithm ${String(alg)}`);
+    if (typeof alg !== 'string' || !ALGORITHMS.has(alg)) return this.refuse(token, `algorithm ${logSafe(alg)}`);
     if (kid !== undefined && typeof kid !== 'string') return this.refuse(token, 'kid is not a string');
 
     const wanted = (held: IssuerKeys) => candidates(held, alg, kid).length > 0;
-    const issuer = this.keys.inHand(wanted) ?? (await this.keys.get(wanted));
+    const issuer = this.keys.inHand(wanted) ?? (await this.keys.get(wanted, `${alg} ${kid ?? ''}`));
     const keys = candidates(issuer, alg, kid);
     if (keys.length === 0) return this.refuse(token, 'signed with a key the API server does not publish');
 
@@ -58,7 +59,7 @@ export class LocalJwtAuthenticator implements TokenAuthenticator {
         failure = (err as { code?: string }).code ?? 'verification failed';
       }
     }
-    if (!payload) return this.refuse(token, failure);
+    if (!payload) return this.refuse(token, logSafe(failure));
     const result = serviceAccountCaller(payload, audiences, {
       nowMs: Date.now(),
       clockSkewMs: this.options.clockSkewMs,
@@ -91,8 +92,10 @@ export class LocalJwtAuthenticator implements TokenAuthenticator {
     return verify;
   }
 
+  /** `why` holds no value of the token unless escaped (logSafe). */
   private refuse(token: string, why: string, result = refused('invalid token')): ReviewResult {
-    this.logger.debug(`token ${tokenFingerprint(token)} refused: ${why}`);
+    // A flood of junk tokens pays for no digest while debug lines are off.
+    if (debugEnabled(this.logger)) this.logger.debug(`token ${tokenFingerprint(token)} refused: ${why}`);
     return result;
   }
 }

@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
 import { ReviewUnavailableError } from './authentication.types';
 import { KubernetesApiError, type KubernetesApiClient } from './kubernetes-api.client';
+import { logSafe } from './log-safe';
 import type { PingedSession, WatchConnection } from './watch-connection';
 import {
   METADATA_ONLY_LIST,
@@ -156,7 +157,7 @@ export class ObjectUidWatch {
       return object.metadata;
     } catch (err) {
       if (err instanceof KubernetesApiError && err.statusCode === 404) return undefined;
-      const message = `Cannot read ${this.options.resource} ${this.options.namespace}/${name}: ${(err as Error).message}`;
+      const message = `Cannot read ${this.options.resource} ${this.options.namespace}/${logSafe(name)}: ${(err as Error).message}`;
       if (err instanceof KubernetesApiError && err.failure === 'forbidden') this.logger.error(this.rbacHint(message));
       else this.logger.warn(message);
       throw new ReviewUnavailableError(message);

@@ -105,6 +105,7 @@ describe('serviceAccountCaller', () => {
     ['an empty service account uid', k8s({ serviceaccount: { name: 'api', uid: '' } })],
     ['a pod without a uid', k8s({ pod: { name: 'api-0' } })],
     ['a pod with an empty name', k8s({ pod: { name: '', uid: 'pod-uid' } })],
+    ['a pod name that is not a DNS subdomain', k8s({ pod: { name: 'api-0/status', uid: 'pod-uid' } })],
     ['a pod that is a string', k8s({ pod: 'api-0' })],
     ['a node without a name', k8s({ node: { uid: 'node-uid' } })],
     ['a secret without a uid', k8s({ secret: { name: 'bound' } })],

@@ -88,13 +88,16 @@ export function serviceAccountCaller(
   );
 }
 
-/** `{ name, uid }` of a bound object; undefined when absent, null when present but malformed. */
+/**
+ * `{ name, uid }` of a bound object; undefined when absent, null when present but malformed. Pods, secrets and nodes
+ * are named by DNS subdomains: any other name (a `/`, say) would address something else in a lookup.
+ */
 function boundObject(value: unknown): { name: string; uid: string } | undefined | null {
   if (value === undefined) return undefined;
   const object = objectOrUndefined(value);
   const name = object?.['name'];
   const uid = object?.['uid'];
-  if (typeof name !== 'string' || name === '' || typeof uid !== 'string' || uid === '') return null;
+  if (typeof name !== 'string' || !isDns1123Subdomain(name) || typeof uid !== 'string' || uid === '') return null;
   return { name, uid };
 }
 

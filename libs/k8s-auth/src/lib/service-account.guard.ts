@@ -25,6 +25,7 @@ import { extractToken, type RequestHeaders, tokenFingerprint, tokenHeadersOf } f
 import { isCallerAllowed, PolicyConfigurationError } from './caller-policy';
 import { DEFAULTS } from './k8s-auth.constants';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
+import { debugEnabled, logSafe } from './log-safe';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import { KubernetesApiClient } from './kubernetes-api.client';
 import type { K8sAuthModuleOptions } from './k8s-auth-options.interface';
@@ -93,7 +94,10 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
     }
     if (policy.access.length > 0) await this.authorize(policy, caller, request, token, context);
 
-    this.logger.debug(`allowed ${caller.username} pod=${caller.podName ?? '-'}`);
+    // The username is checked as Kubernetes names; the pod name is a claim, as signed.
+    if (debugEnabled(this.logger)) {
+      this.logger.debug(`allowed ${caller.username} pod=${logSafe(caller.podName ?? '-')}`);
+    }
     this.metrics.decision('allowed');
     setRequestCaller(request, caller);
     return true;

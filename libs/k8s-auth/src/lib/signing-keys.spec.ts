@@ -5,6 +5,7 @@ import { kubernetesKeyId } from '../testing/jwt';
 import { ReviewUnavailableError } from './authentication.types';
 import { DISCOVERY_PATH, FakeApiServer, ISSUER, JWKS_PATH, jwkOf } from './fake-api-server.spec-support';
 import { K8sAuthMetrics } from './k8s-auth.metrics';
+import { DEFAULTS } from './k8s-auth.constants';
 import { type IssuerKeys, SigningKeys, type SigningKeysOptions } from './signing-keys';
 
 // The key cache and its refresh rules, over a fake API server; the real one is in
@@ -18,6 +19,8 @@ const ec521 = generateKeyPairSync('ec', { namedCurve: 'P-521' });
 const spki = (key: KeyObject) => key.export({ type: 'spki', format: 'pem' }).toString();
 const kids = (held: IssuerKeys) => held.keys.map((k) => k.kid);
 const holds = (key: KeyObject) => (held: IssuerKeys) => held.keys.some((k) => k.kid === kubernetesKeyId(key));
+/** How LocalJwtAuthenticator names the key it looks for. */
+const keyId = (key: KeyObject) => `${key.asymmetricKeyType === 'rsa' ? 'RS256' : 'ES256'} ${kubernetesKeyId(key)}`;
 
 describe('SigningKeys', () => {
   let api: FakeApiServer;
@@ -75,28 +78,100 @@ describe('SigningKeys', () => {
     expect(api.fetches).toBe(1);
   });
 
-  it('fetches again for a key not held, at most once per minRefreshIntervalMs, and finds a key rotated in', async () => {
+  it('waits for the next fetch for a key not held, no sooner than minRefreshIntervalMs after the last, and finds a key rotated in', async () => {
     const keys = make();
     await keys.get();
     api.keys = [rsa.publicKey, ec256.publicKey]; // the API server starts signing with a new key
 
-    // Fetched a moment ago: the keys held are the answer, without the new one.
-    jest.advanceTimersByTime(500);
-    expect((await keys.get(holds(ec256.publicKey))).keys).toHaveLength(1);
-    expect(api.fetches).toBe(1);
+    jest.advanceTimersByTime(400);
+    let found: IssuerKeys | undefined;
+    void keys.get(holds(ec256.publicKey), keyId(ec256.publicKey)).then((held) => (found = held));
+    const alsoWaiting = keys.get(holds(ec256.publicKey), keyId(ec256.publicKey));
+    await jest.advanceTimersByTimeAsync(599);
+    expect([found, api.fetches]).toEqual([undefined, 1]);
+    await jest.advanceTimersByTimeAsync(1);
+    expect(kids(await alsoWaiting)).toContain(kubernetesKeyId(ec256.publicKey));
+    expect(found).toBe(await alsoWaiting);
+    expect(api.fetches).toBe(2); // one fetch for both
+  });
 
-    jest.advanceTimersByTime(500);
-    expect(kids(await keys.get(holds(ec256.publicKey)))).toContain(kubernetesKeyId(ec256.publicKey));
-    expect(api.fetches).toBe(2);
-
-    // A key nobody publishes: one more look per interval, however often it is asked for.
-    const nowhere = () => false;
-    for (let i = 0; i < 5; i++) await keys.get(nowhere);
-    expect(api.fetches).toBe(2);
+  it('refuses a key id a fetch did not find at once for a while, without fetching again; a new key id still looks', async () => {
+    const keys = make();
+    const first = await keys.get();
     jest.advanceTimersByTime(1_000);
-    await Promise.all([keys.get(nowhere), keys.get(nowhere)]);
-    await keys.get(nowhere);
+    const nowhere = () => false;
+    expect(await keys.get(nowhere, 'RS256 junk')).toEqual(first); // fetched at once: the interval was over
+    expect(api.fetches).toBe(2);
+    for (let i = 0; i < 9; i++) {
+      jest.advanceTimersByTime(1_000);
+      expect(await keys.get(nowhere, 'RS256 junk')).toEqual(first);
+    }
+    expect(api.fetches).toBe(2);
+
+    // Another key id, or the same one once it is forgotten: one more look each.
+    await keys.get(nowhere, 'RS256 other junk');
     expect(api.fetches).toBe(3);
+    jest.advanceTimersByTime(2_000);
+    await keys.get(nowhere, 'RS256 junk');
+    expect(api.fetches).toBe(4);
+
+    // A key any fetch brings in is taken, though its key id was not found before.
+    api.keys = [rsa.publicKey, ec256.publicKey];
+    jest.advanceTimersByTime(1_000);
+    await keys.get(nowhere, 'RS256 fresh junk');
+    expect(keys.inHand(holds(ec256.publicKey))).toBeDefined();
+  });
+
+  it('under a flood of unknown key ids: one fetch per interval, and a key rotated in is taken on its first token', async () => {
+    const interval = DEFAULTS.jwksMinRefreshIntervalMs;
+    const keys = make({ minRefreshIntervalMs: interval });
+    await keys.get();
+    const floodMs = 30_000;
+    const tickMs = 10;
+    const retryMs = 100;
+    let junk = 0;
+    let publishedAt: number | undefined;
+    let acceptedAt: number | undefined;
+    const tries: boolean[] = []; // whether each try of the new key's token found it
+    let trying = false;
+    let lastTry = Number.NEGATIVE_INFINITY;
+    const started = Date.now();
+    const fetchesAtStart = api.fetches;
+    const jwksReads = () => api.paths.filter((path) => path === JWKS_PATH).length;
+
+    for (let t = 0; t < floodMs; t += tickMs) {
+      // Five new junk key ids per tick (500 a second), none ever answered: each would be a fetch without a bound.
+      for (let i = 0; i < 5; i++) void keys.get(() => false, `RS256 junk-${junk++}`).catch(() => undefined);
+      // The new key is published just after a fetch made for the flood has read the JWKS: the worst moment.
+      if (publishedAt === undefined && jwksReads() === fetchesAtStart + 1) {
+        api.keys = [rsa.publicKey, ec256.publicKey];
+        publishedAt = Date.now();
+      }
+      // A caller with a token of the new key tries every 100 ms until it is accepted.
+      if (publishedAt !== undefined && acceptedAt === undefined && !trying && Date.now() - lastTry >= retryMs) {
+        trying = true;
+        lastTry = Date.now();
+        void keys.get(holds(ec256.publicKey), keyId(ec256.publicKey)).then((held) => {
+          trying = false;
+          const found = holds(ec256.publicKey)(held);
+          tries.push(found);
+          if (found) acceptedAt = Date.now();
+        });
+      }
+      await jest.advanceTimersByTimeAsync(tickMs);
+    }
+
+    const elapsed = Date.now() - started;
+    const fetches = api.fetches - fetchesAtStart;
+    console.log(
+      `unknown-kid flood (${junk} junk key ids in ${elapsed / 1000} s of fake time, interval ${interval} ms): ` +
+        `the new key was taken ${acceptedAt === undefined ? 'never' : `${(acceptedAt - (publishedAt ?? 0)) / 1000} s`} ` +
+        `after it was published, on try ${tries.length}; ${fetches} fetches`,
+    );
+    // Not refused first: the first token of the new key waits for the next fetch, which finds it.
+    expect(tries).toEqual([true]);
+    expect((acceptedAt ?? Infinity) - (publishedAt ?? 0)).toBeLessThanOrEqual(interval);
+    expect(fetches).toBeLessThanOrEqual(Math.ceil(elapsed / interval) + 1);
   });
 
   it('refreshes the keys in the background every refreshIntervalMs, keeping them while the API server is down', async () => {

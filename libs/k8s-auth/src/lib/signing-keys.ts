@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { LRUCache } from 'lru-cache';
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { ReviewUnavailableError } from './authentication.types';
 import type { K8sAuthMetrics } from './k8s-auth.metrics';
@@ -23,7 +24,10 @@ export interface IssuerKeys {
 export interface SigningKeysOptions {
   /** The keys are fetched again after this long, in the background. */
   refreshIntervalMs: number;
-  /** Fetches (for an unknown key id, or while none are held) happen at most once per this interval. */
+  /**
+   * Fetches (for a key id not held, or while none are held) start at most once per this interval; a request for a key
+   * id not held waits for the next one.
+   */
   minRefreshIntervalMs: number;
 }
 
@@ -31,6 +35,14 @@ const DISCOVERY_PATH = '/.well-known/openid-configuration';
 const JWKS_PATH = '/openid/v1/jwks';
 // The API server serves its JWKS as `application/jwk-set+json` only (406 for `application/json` alone).
 const JWKS_MEDIA_TYPES = 'application/jwk-set+json, application/json';
+/**
+ * A key id a fetch has just found missing is refused without another fetch for this long (a flood of one junk key id
+ * spends no fetches); a key that any fetch brings in is taken at once all the same.
+ */
+const MISSING_KEY_TTL_MS = 10_000;
+/** Bounds the key ids remembered as missing, by count and by their total length. */
+const MISSING_KEYS_MAX = 1_000;
+const MISSING_KEYS_MAX_CHARACTERS = 256 * 1024;
 const CURVE_ALGORITHMS: Readonly<Record<string, JwsAlgorithm>> = {
   prime256v1: 'ES256',
   secp384r1: 'ES384',
@@ -40,15 +52,29 @@ const CURVE_ALGORITHMS: Readonly<Record<string, JwsAlgorithm>> = {
 /**
  * The API server's token signing keys (`/.well-known/openid-configuration`, then its `jwks_uri`), fetched with this
  * service's own credentials and never sent anywhere else. Kept and fetched again every `refreshIntervalMs` in the
- * background (the keys held are kept while the API server cannot be reached); fetched at once when asked for a key
- * not held, at most once per `minRefreshIntervalMs`, which also spaces the attempts while no keys are held at all.
+ * background (the keys held are kept while the API server cannot be reached). Fetches start at most once per
+ * `minRefreshIntervalMs`, whatever asks for them: a request for a key id not held waits for the next fetch (so a key
+ * the API server has just added is taken on its first token), and a key id that fetch did not find is refused at once
+ * for a while, without another fetch. While no keys are held at all, requests between the attempts are answered
+ * unavailable at once.
  */
 export class SigningKeys {
   private readonly logger = new Logger('SigningKeys');
   private current: IssuerKeys | undefined;
   private fetching: Promise<IssuerKeys> | undefined;
+  /** The fetch that starts once the interval since the last one is over, for the requests waiting on it. */
+  private scheduled: Promise<IssuerKeys> | undefined;
   private lastAttemptAt = Number.NEGATIVE_INFINITY;
   private lastError: ReviewUnavailableError | undefined;
+  /** Key ids (as the caller names them) that the last fetch for them did not find. */
+  private readonly missing = new LRUCache<string, true>({
+    max: MISSING_KEYS_MAX,
+    maxSize: MISSING_KEYS_MAX_CHARACTERS,
+    sizeCalculation: (_value, key) => key.length + 1,
+    ttl: MISSING_KEY_TTL_MS,
+    // Date.now, as the rest of this class (and as fake timers set it).
+    perf: { now: () => Date.now() },
+  });
 
   constructor(
     private readonly api: KubernetesApiClient,
@@ -63,24 +89,45 @@ export class SigningKeys {
   }
 
   /**
-   * The keys held, fetched first if none are; fetched again when `wanted` is not among them (key rotation), unless
-   * fetched lately.
-   * @throws ReviewUnavailableError when none are held and they cannot be fetched now.
+   * The keys held, fetched first if none are. When `wanted` is not among them (key rotation), the next fetch is
+   * waited for, unless `keyId` (what `wanted` looks for, e.g. `RS256 <kid>`) was just fetched for and not found.
+   * @throws ReviewUnavailableError when the keys cannot be fetched now: none are held, or a key id not held may be one
+   * the API server has just added.
    */
-  async get(wanted?: (keys: IssuerKeys) => boolean): Promise<IssuerKeys> {
+  async get(wanted?: (keys: IssuerKeys) => boolean, keyId?: string): Promise<IssuerKeys> {
     const held = this.current;
     if (held && Date.now() - this.lastAttemptAt >= this.options.refreshIntervalMs) {
       this.fetch().catch(() => undefined); // in the background; logged in fetch()
     }
     if (held && (!wanted || wanted(held))) return held;
-    if (this.fetching) return this.fetching;
-    if (Date.now() - this.lastAttemptAt < this.options.minRefreshIntervalMs) {
+    if (held && keyId !== undefined && this.missing.has(keyId)) return held;
+
+    let next = this.fetching;
+    if (!next) {
+      const wait = this.lastAttemptAt + this.options.minRefreshIntervalMs - Date.now();
+      if (wait <= 0) next = this.fetch();
       // After a failed fetch, the key wanted may be one the API server has just added: unavailable, not refused.
-      if (this.lastError) throw this.lastError;
-      if (held) return held;
-      throw new ReviewUnavailableError("the API server's token signing keys are not fetched yet");
+      else if (this.lastError) throw this.lastError;
+      else if (!held) throw new ReviewUnavailableError("the API server's token signing keys are not fetched yet");
+      else next = this.fetchIn(wait);
     }
-    return this.fetch();
+    const keys = await next;
+    if (wanted && keyId !== undefined && !wanted(keys)) this.missing.set(keyId, true);
+    return keys;
+  }
+
+  /** The fetch `wait` ms from now, shared by every caller until it starts. */
+  private fetchIn(wait: number): Promise<IssuerKeys> {
+    const asked = Date.now();
+    this.scheduled ??= new Promise<void>((resolve) => setTimeout(resolve, wait).unref()).then(() => {
+      this.scheduled = undefined;
+      if (this.fetching) return this.fetching;
+      // Another fetch (the background refresh) started meanwhile: its answer is as new as the one asked for.
+      if (this.lastAttemptAt < asked) return this.fetch();
+      if (this.lastError) throw this.lastError;
+      return this.current ?? this.fetch();
+    });
+    return this.scheduled;
   }
 
   /** Fetches the keys now (concurrent callers share one fetch). */
