@@ -1,22 +1,22 @@
-export { K8sAuthModule } from './lib/k8s-auth.module';
+export { K8sAuthModule } from './lib/module/k8s-auth.module';
 export type {
   K8sAuthModuleOptions,
   TokenSourceOptions,
   ProjectedTokenFileOptions,
   TokenRequestOptions,
   TokenVerification,
-} from './lib/k8s-auth-options.interface';
-export { ServiceAccountGuard } from './lib/service-account.guard';
-export { Audience, AllowServiceAccounts, AllowNamespaces, PublicRoute } from './lib/k8s-auth.decorators';
-export { RequireAccess } from './lib/require-access.decorator';
-export { Caller } from './lib/caller.decorator';
-export { API_SERVER_AUDIENCE } from './lib/k8s-auth.constants';
-export { ReviewUnavailableError, TOKEN_AUTHENTICATOR } from './lib/authentication.types';
-export type { CallerIdentity, RefusalReason, ReviewResult, TokenAuthenticator } from './lib/authentication.types';
-export type { GuardedRequest } from './lib/service-account.guard';
-export { AccessReviewer } from './lib/access-reviewer';
-export type { AccessDecision, ReviewSubject, SubjectAccessReviewSpec } from './lib/access-reviewer';
-export { InvalidRouteParameterError } from './lib/access-check';
+} from './lib/module/k8s-auth-options.interface';
+export { ServiceAccountGuard } from './lib/guard/service-account.guard';
+export { Audience, AllowServiceAccounts, AllowNamespaces, PublicRoute } from './lib/guard/k8s-auth.decorators';
+export { RequireAccess } from './lib/authz/require-access.decorator';
+export { Caller } from './lib/guard/caller.decorator';
+export { API_SERVER_AUDIENCE } from './lib/module/k8s-auth.constants';
+export { ReviewUnavailableError, TOKEN_AUTHENTICATOR } from './lib/authn/authentication.types';
+export type { CallerIdentity, RefusalReason, ReviewResult, TokenAuthenticator } from './lib/authn/authentication.types';
+export type { GuardedRequest } from './lib/guard/service-account.guard';
+export { AccessReviewer } from './lib/authz/access-reviewer';
+export type { AccessDecision, ReviewSubject, SubjectAccessReviewSpec } from './lib/authz/access-reviewer';
+export { InvalidRouteParameterError } from './lib/authz/access-check';
 export type {
   AccessAttributes,
   AccessCheck,
@@ -25,12 +25,12 @@ export type {
   ResourceAccessCheck,
   ResourceAttributes,
   RouteParam,
-} from './lib/access-check';
-export { TokenSources } from './lib/token-sources';
-export { TokenUnavailableError } from './lib/token-source';
-export type { TokenSource } from './lib/token-source';
-export { attachServiceAccountToken } from './lib/outgoing-token.axios';
-export type { AttachTokenOptions, AxiosInstanceLike } from './lib/outgoing-token.axios';
-export { PolicyConfigurationError } from './lib/caller-policy';
-export type { TokenHeader } from './lib/bearer-token';
-export { logSafe } from './lib/log-safe';
+} from './lib/authz/access-check';
+export { TokenSources } from './lib/outgoing/named-token-sources';
+export { TokenUnavailableError } from './lib/outgoing/token-source';
+export type { TokenSource } from './lib/outgoing/token-source';
+export { attachServiceAccountToken } from './lib/outgoing/outgoing-token.axios';
+export type { AttachTokenOptions, AxiosInstanceLike } from './lib/outgoing/outgoing-token.axios';
+export { PolicyConfigurationError } from './lib/guard/caller-policy';
+export type { TokenHeader } from './lib/guard/bearer-token';
+export { logSafe } from './lib/observability/log-safe';

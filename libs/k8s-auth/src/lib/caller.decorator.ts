@@ -1,8 +1,0 @@
-import { createParamDecorator, type ExecutionContext } from '@nestjs/common';
-import type { CallerIdentity } from './authentication.types';
-import { requestCaller } from './request-callers';
-
-/** The identity ServiceAccountGuard established for this request (frozen); undefined on a public route. */
-export const Caller = createParamDecorator((_data: unknown, context: ExecutionContext): CallerIdentity | undefined =>
-  requestCaller(context.switchToHttp().getRequest<object>()),
-);

@@ -1,0 +1,193 @@
+import { Inject, Injectable, Logger, type Type } from '@nestjs/common';
+import { GUARDS_METADATA, PATH_METADATA } from '@nestjs/common/constants';
+import { APP_GUARD, DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import { type AccessCheck, validateAccessChecks } from '../authz/access-check';
+import {
+  type CallerPolicy,
+  isEmptyCallerPolicy,
+  PolicyConfigurationError,
+  validateCallerPolicy,
+} from './caller-policy';
+import {
+  ALLOW_NAMESPACES_KEY,
+  ALLOW_SERVICE_ACCOUNTS_KEY,
+  API_SERVER_AUDIENCE,
+  AUDIENCE_KEY,
+  PUBLIC_ROUTE_KEY,
+  REQUIRE_ACCESS_KEY,
+} from '../module/k8s-auth.constants';
+import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
+import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
+
+/** What a guarded route lets through, read from its decorators and its controller's. */
+export interface RoutePolicy {
+  /** `Controller.handler`, for messages. */
+  readonly where: string;
+  /** `@PublicRoute()`: no token needed. */
+  readonly public: boolean;
+  /** The audiences a token must be meant for; empty: the API server's own (legacy tokens). */
+  readonly audiences: readonly string[];
+  /** Undefined: the route has no allowlist, RBAC alone decides. */
+  readonly callers?: CallerPolicy;
+  /** `@RequireAccess` checks of the controller and the route; all must be allowed. */
+  readonly access: readonly AccessCheck[];
+}
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
+type Handler = Function;
+
+/**
+ * Reads and validates each route's policy once, per (controller, handler): a handler inherited from a base class is
+ * one function shared by every controller that extends it, and each of those controllers has its own decorators.
+ * {@link checkAll} validates every guarded route as the app starts, so a misconfigured route stops start-up with its
+ * name instead of answering 500 at its first request.
+ */
+@Injectable()
+export class RoutePolicies {
+  private readonly logger = new Logger('ServiceAccountGuard');
+  private readonly known = new WeakMap<Type, WeakMap<Handler, RoutePolicy>>();
+  private checked = false;
+  private readonly allowed = { namespaces: new Set<string>(), serviceAccounts: new Set<string>() };
+  private markAllChecked!: () => void;
+  /** Resolves once {@link checkAll} has read every guarded route: {@link allowlisted} is complete from then on. */
+  readonly allChecked = new Promise<void>((resolve) => (this.markAllChecked = resolve));
+
+  constructor(
+    @Inject(MODULE_OPTIONS_TOKEN) private readonly options: K8sAuthModuleOptions,
+    private readonly reflector: Reflector,
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+  ) {}
+
+  /**
+   * The policy of `handler` as a route of `controller`.
+   * @throws PolicyConfigurationError naming the route when its decorators cannot be enforced as written.
+   */
+  of(controller: Type, handler: Handler): RoutePolicy {
+    let byHandler = this.known.get(controller);
+    if (!byHandler) this.known.set(controller, (byHandler = new WeakMap()));
+    let policy = byHandler.get(handler);
+    if (!policy) {
+      byHandler.set(handler, (policy = this.read(controller, handler)));
+      for (const namespace of policy.callers?.namespaces ?? []) this.allowed.namespaces.add(namespace);
+      for (const account of policy.callers?.serviceAccounts ?? []) this.allowed.serviceAccounts.add(account);
+    }
+    return policy;
+  }
+
+  /** The namespaces and `namespace:name` service accounts that the allowlists of the routes read so far name. */
+  allowlisted(): { namespaces: ReadonlySet<string>; serviceAccounts: ReadonlySet<string> } {
+    return { namespaces: new Set(this.allowed.namespaces), serviceAccounts: new Set(this.allowed.serviceAccounts) };
+  }
+
+  /**
+   * Reads the policy of every route that `isGuard` guards (through `@UseGuards` or as an `APP_GUARD`), once, and
+   * returns how many there are (0 after the first call).
+   * @throws PolicyConfigurationError for the first route that is misconfigured.
+   */
+  checkAll(isGuard: (guard: unknown) => boolean): number {
+    if (this.checked) return 0;
+    this.checked = true;
+    const global = this.discovery
+      .getProviders()
+      // `useClass` names the guard as the provider's class, `useExisting` only through the instance.
+      .some(
+        (w) =>
+          typeof w.token === 'string' && w.token.startsWith(APP_GUARD) && (isGuard(w.metatype) || isGuard(w.instance)),
+      );
+    let count = 0;
+    for (const wrapper of this.discovery.getControllers()) {
+      const controller = wrapper.metatype as Type | undefined;
+      if (!controller?.prototype) continue;
+      const onController = this.guardsOn(controller).some(isGuard);
+      for (const name of this.scanner.getAllMethodNames(controller.prototype)) {
+        const handler = controller.prototype[name] as Handler;
+        if (Reflect.getMetadata(PATH_METADATA, handler) === undefined) continue;
+        if (!global && !onController && !this.guardsOn(handler).some(isGuard)) continue;
+        this.of(controller, handler);
+        count++;
+      }
+    }
+    this.logger.log(`${count} guarded route(s) checked`);
+    this.markAllChecked();
+    return count;
+  }
+
+  private guardsOn(target: object): unknown[] {
+    return (Reflect.getMetadata(GUARDS_METADATA, target) as unknown[] | undefined) ?? [];
+  }
+
+  private read(controller: Type, handler: Handler): RoutePolicy {
+    const where = `${controller.name}.${handler.name}`;
+    const targets = [handler, controller];
+    if (this.reflector.getAllAndOverride<boolean>(PUBLIC_ROUTE_KEY, targets)) {
+      return { where, public: true, audiences: [], access: [] };
+    }
+    const fromOptions = this.options.audiences;
+    const declared = this.reflector.getAllAndOverride<string[] | undefined>(AUDIENCE_KEY, targets);
+    if (!declared && !fromOptions) {
+      throw new PolicyConfigurationError(
+        `${where} is guarded by ServiceAccountGuard but names no audience: add @Audience('<this service>') ` +
+          "or the module option 'audiences'",
+      );
+    }
+    const audiences = declared ?? (fromOptions === API_SERVER_AUDIENCE ? [] : [...(fromOptions ?? [])]);
+    if (fromOptions !== API_SERVER_AUDIENCE && audiences.length === 0) {
+      throw new PolicyConfigurationError(`${where}: the audience list is empty`);
+    }
+
+    // RBAC checks add up: the controller's and the route's must all be allowed.
+    const access = validateAccessChecks([...this.checksOn(controller, where), ...this.checksOn(handler, where)], where);
+    checkRouteParams(access, routeParams(controller, handler), where);
+
+    // A route that declares any allowlist replaces the controller's allowlists as a whole. With RBAC
+    // checks, no allowlist at all is fine: RBAC alone decides.
+    const onRoute = this.callersOn(handler);
+    const callers = onRoute.serviceAccounts || onRoute.namespaces ? onRoute : this.callersOn(controller);
+    validateCallerPolicy(callers, where, { allowEmpty: access.length > 0 });
+    return Object.freeze({
+      where,
+      public: false,
+      audiences: Object.freeze(audiences),
+      access: Object.freeze(access),
+      ...(isEmptyCallerPolicy(callers) ? {} : { callers }),
+    });
+  }
+
+  private checksOn(target: object, where: string): readonly unknown[] {
+    const checks = this.reflector.get<unknown>(REQUIRE_ACCESS_KEY, target as Handler);
+    if (checks === undefined) return [];
+    if (!Array.isArray(checks)) throw new PolicyConfigurationError(`${where}: @RequireAccess metadata is not a list`);
+    return checks;
+  }
+
+  private callersOn(target: object): CallerPolicy {
+    return {
+      serviceAccounts: this.reflector.get<string[] | undefined>(ALLOW_SERVICE_ACCOUNTS_KEY, target as Handler),
+      namespaces: this.reflector.get<string[] | undefined>(ALLOW_NAMESPACES_KEY, target as Handler),
+    };
+  }
+}
+
+/** The `:name` parameters of a route's paths (its controller's and its own). */
+function routeParams(controller: Type, handler: Handler): Set<string> {
+  const paths = [Reflect.getMetadata(PATH_METADATA, controller), Reflect.getMetadata(PATH_METADATA, handler)].flat();
+  const params = new Set<string>();
+  for (const path of paths) {
+    if (typeof path === 'string') for (const match of path.matchAll(/:(\w+)/g)) params.add(match[1]);
+  }
+  return params;
+}
+
+function checkRouteParams(access: readonly AccessCheck[], params: Set<string>, where: string): void {
+  for (const check of access) {
+    if ('path' in check) continue;
+    for (const value of [check.namespace, check.name]) {
+      if (typeof value === 'object' && !params.has(value.param)) {
+        throw new PolicyConfigurationError(
+          `${where}: @RequireAccess reads the route parameter "${value.param}", which this route does not have`,
+        );
+      }
+    }
+  }
+}

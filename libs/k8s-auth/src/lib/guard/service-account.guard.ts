@@ -1,0 +1,224 @@
+import {
+  BadRequestException,
+  type CanActivate,
+  type ExecutionContext,
+  ForbiddenException,
+  HttpException,
+  Inject,
+  Injectable,
+  InternalServerErrorException,
+  Logger,
+  type OnApplicationBootstrap,
+  ServiceUnavailableException,
+  UnauthorizedException,
+} from '@nestjs/common';
+import { describeAccess, InvalidRouteParameterError, resolveAccessChecks } from '../authz/access-check';
+import { AccessReviewer } from '../authz/access-reviewer';
+import {
+  type CallerIdentity,
+  type ReviewResult,
+  ReviewUnavailableError,
+  TOKEN_AUTHENTICATOR,
+  type TokenAuthenticator,
+} from '../authn/authentication.types';
+import { extractToken, type RequestHeaders, tokenFingerprint, tokenHeadersOf } from './bearer-token';
+import { isCallerAllowed, PolicyConfigurationError } from './caller-policy';
+import { DEFAULTS } from '../module/k8s-auth.constants';
+import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
+import { debugEnabled, logSafe } from '../observability/log-safe';
+import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
+import { KubernetesApiClient } from '../kube/kubernetes-api.client';
+import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
+import { setRequestCaller } from './request-callers';
+import { RoutePolicies, type RoutePolicy } from './route-policy';
+
+/** The request as the guard reads it: Express's and Fastify's both fit. */
+export interface GuardedRequest {
+  headers: Record<string, string | string[] | undefined>;
+  headersDistinct?: Record<string, string[] | undefined>;
+  rawHeaders?: readonly string[];
+  params?: Record<string, unknown>;
+  /** Fastify's request wraps Node's, which alone still has every header as sent. */
+  raw?: RequestHeaders;
+}
+
+/**
+ * Lets a request through only with a token that is valid for the route's audience, from a service account the
+ * route's allowlist names (if it has one) and that RBAC allows every `@RequireAccess` check of (if it has any). Works
+ * as a global `APP_GUARD` or with `@UseGuards`.
+ *
+ * 401: no token, or not a well-formed one. 403: the token is refused, the caller is not allowed, or RBAC denies a
+ * check. 400: a route parameter feeding a check is not a Kubernetes name. 503 with Retry-After: no answer could be
+ * had (fail closed).
+ */
+@Injectable()
+export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap {
+  protected readonly logger = new Logger('ServiceAccountGuard');
+
+  constructor(
+    @Inject(MODULE_OPTIONS_TOKEN) protected readonly options: K8sAuthModuleOptions,
+    @Inject(TOKEN_AUTHENTICATOR) protected readonly authenticator: TokenAuthenticator,
+    protected readonly policies: RoutePolicies,
+    protected readonly accessReviewer: AccessReviewer,
+    protected readonly metrics: K8sAuthMetrics,
+    private readonly api: KubernetesApiClient,
+  ) {}
+
+  /**
+   * Checks every guarded route's decorators as the app starts, and that the API server can be reached with some
+   * credentials: a misconfigured route, or a service with no credentials, stops start-up.
+   */
+  onApplicationBootstrap(): void {
+    const guarded = this.policies.checkAll((guard) => isServiceAccountGuard(guard));
+    if (guarded > 0) this.api.checkConfiguration();
+  }
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const policy = this.policyOf(context);
+    if (policy.public) return true;
+    const request = context.switchToHttp().getRequest<GuardedRequest>();
+    const token = this.readToken(request, context);
+
+    const result = await this.authenticate(token, policy.audiences, context);
+    if (!result.accepted) {
+      this.logger.warn(`refused token ${tokenFingerprint(token)}: ${result.reason}`);
+      throw this.refusal(context, 'forbidden', new ForbiddenException(result.reason));
+    }
+    const caller = result.caller;
+    if (
+      policy.callers &&
+      !isCallerAllowed(policy.callers, { namespace: caller.namespace, name: caller.serviceAccount })
+    ) {
+      this.logger.warn(`refused ${caller.username} (token ${tokenFingerprint(token)}): caller not allowed`);
+      throw this.refusal(context, 'forbidden', new ForbiddenException('caller not allowed'));
+    }
+    if (policy.access.length > 0) await this.authorize(policy, caller, request, token, context);
+
+    // The username is checked as Kubernetes names; the pod name is a claim, as signed.
+    if (debugEnabled(this.logger)) {
+      this.logger.debug(`allowed ${caller.username} pod=${logSafe(caller.podName ?? '-')}`);
+    }
+    this.metrics.decision('allowed');
+    setRequestCaller(request, caller);
+    return true;
+  }
+
+  /**
+   * The caller's token, from the headers of the `tokenHeaders` option (`Authorization: Bearer` by default).
+   * Override to read it elsewhere; throw the result of {@link refusal} to refuse.
+   */
+  protected readToken(request: GuardedRequest, context: ExecutionContext): string {
+    const headers = this.options.tokenHeaders ?? DEFAULTS.tokenHeaders;
+    const extracted = extractToken(
+      tokenHeadersOf(request.raw ?? request, headers),
+      headers,
+      this.options.maxTokenBytes ?? DEFAULTS.maxTokenBytes,
+    );
+    if (extracted.kind === 'token') return extracted.token;
+    const missing = extracted.kind === 'missing';
+    this.setHeader(context, 'WWW-Authenticate', missing ? 'Bearer' : 'Bearer error="invalid_request"');
+    throw this.refusal(
+      context,
+      'unauthenticated',
+      new UnauthorizedException(missing ? 'token required' : extracted.reason),
+    );
+  }
+
+  /**
+   * The exception a refusal is answered with; `decision` is what the metrics count. Override to answer otherwise
+   * (another body, a header); the status should stay.
+   */
+  protected refusal(
+    _context: ExecutionContext,
+    decision: 'unauthenticated' | 'forbidden' | 'bad_request' | 'unavailable',
+    exception: HttpException,
+  ): HttpException {
+    this.metrics.decision(decision);
+    return exception;
+  }
+
+  private policyOf(context: ExecutionContext): RoutePolicy {
+    try {
+      return this.policies.of(context.getClass(), context.getHandler());
+    } catch (err) {
+      if (err instanceof PolicyConfigurationError) throw this.misconfigured(err);
+      throw err;
+    }
+  }
+
+  /** A route whose decorators cannot be enforced never opens; the details go to the log only. */
+  private misconfigured(err: PolicyConfigurationError): HttpException {
+    this.logger.error(err.message);
+    return new InternalServerErrorException('route is not configured for ServiceAccountGuard');
+  }
+
+  private async authenticate(
+    token: string,
+    audiences: readonly string[],
+    context: ExecutionContext,
+  ): Promise<ReviewResult> {
+    try {
+      return await this.authenticator.authenticate(token, audiences);
+    } catch (err) {
+      if (!(err instanceof ReviewUnavailableError)) throw err;
+      throw this.unavailable(context, 'authentication is unavailable, retry later');
+    }
+  }
+
+  /** Asks RBAC about every check of the route; returns only if all are allowed. */
+  private async authorize(
+    policy: RoutePolicy,
+    caller: CallerIdentity,
+    request: GuardedRequest,
+    token: string,
+    context: ExecutionContext,
+  ): Promise<void> {
+    let reviews;
+    try {
+      reviews = resolveAccessChecks(policy.access, request.params, policy.where);
+    } catch (err) {
+      if (err instanceof PolicyConfigurationError) throw this.misconfigured(err);
+      if (!(err instanceof InvalidRouteParameterError)) throw err;
+      this.logger.warn(`refused ${caller.username} (token ${tokenFingerprint(token)}): ${err.message}`);
+      throw this.refusal(context, 'bad_request', new BadRequestException(err.message));
+    }
+
+    // All at once; a definite denial outweighs a failure of another check, which outweighs allowing.
+    const outcomes = await Promise.allSettled(reviews.map((r) => this.accessReviewer.review(caller, r)));
+    const denied = outcomes.findIndex((o) => o.status === 'fulfilled' && !o.value.allowed);
+    if (denied >= 0) {
+      this.logger.warn(
+        `refused ${caller.username} (token ${tokenFingerprint(token)}): RBAC denies ${describeAccess(reviews[denied])}`,
+      );
+      throw this.refusal(context, 'forbidden', new ForbiddenException('access denied by RBAC'));
+    }
+    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) {
+      if (!(failed.reason instanceof ReviewUnavailableError)) throw failed.reason;
+      throw this.unavailable(context, 'authorization is unavailable, retry later');
+    }
+  }
+
+  private unavailable(context: ExecutionContext, message: string): HttpException {
+    this.setHeader(context, 'Retry-After', String(this.options.retryAfterSeconds ?? DEFAULTS.retryAfterSeconds));
+    return this.refusal(context, 'unavailable', new ServiceUnavailableException(message));
+  }
+
+  /** Express responses have `setHeader`, Fastify replies `header`. */
+  private setHeader(context: ExecutionContext, name: string, value: string): void {
+    const response = context.switchToHttp().getResponse<{
+      setHeader?(name: string, value: string): void;
+      header?(name: string, value: string): void;
+    }>();
+    if (typeof response.setHeader === 'function') response.setHeader(name, value);
+    else response.header?.(name, value);
+  }
+}
+
+/** The guard class, a subclass of it, or an instance of either (as `@UseGuards` and `APP_GUARD` name guards). */
+function isServiceAccountGuard(guard: unknown): boolean {
+  if (guard instanceof ServiceAccountGuard) return true;
+  return (
+    typeof guard === 'function' && (guard === ServiceAccountGuard || guard.prototype instanceof ServiceAccountGuard)
+  );
+}
