@@ -11,8 +11,18 @@ export { Audience, AllowServiceAccounts, AllowNamespaces, PublicRoute } from './
 export { RequireAccess } from './lib/authz/require-access.decorator';
 export { Caller } from './lib/guard/caller.decorator';
 export { API_SERVER_AUDIENCE } from './lib/module/k8s-auth.constants';
-export { ReviewUnavailableError, TOKEN_AUTHENTICATOR } from './lib/authn/authentication.types';
-export type { CallerIdentity, RefusalReason, ReviewResult, TokenAuthenticator } from './lib/authn/authentication.types';
+export {
+  AuthenticationUnavailableError,
+  ReviewUnavailableError,
+  TOKEN_AUTHENTICATOR,
+} from './lib/authn/authentication.types';
+export type {
+  AuthenticationResult,
+  CallerIdentity,
+  RefusalReason,
+  ReviewResult,
+  TokenAuthenticator,
+} from './lib/authn/authentication.types';
 export type { GuardedRequest } from './lib/guard/service-account.guard';
 export { AccessReviewer } from './lib/authz/access-reviewer';
 export type { AccessDecision, ReviewSubject, SubjectAccessReviewSpec } from './lib/authz/access-reviewer';
@@ -31,6 +41,6 @@ export { TokenUnavailableError } from './lib/outgoing/token-source';
 export type { TokenSource } from './lib/outgoing/token-source';
 export { attachServiceAccountToken } from './lib/outgoing/outgoing-token.axios';
 export type { AttachTokenOptions, AxiosInstanceLike } from './lib/outgoing/outgoing-token.axios';
-export { PolicyConfigurationError } from './lib/guard/caller-policy';
+export { PolicyConfigurationError } from './lib/guard/route-policy';
 export type { TokenHeader } from './lib/guard/bearer-token';
 export { logSafe } from './lib/observability/log-safe';

@@ -5,7 +5,7 @@ import { Test } from '@nestjs/testing';
 import {
   AllowServiceAccounts,
   K8sAuthModule,
-  type ReviewResult,
+  type AuthenticationResult,
   ServiceAccountGuard,
   TOKEN_AUTHENTICATOR,
 } from '@k8s-auth/nestjs';
@@ -30,7 +30,7 @@ class GuardedController {
 
 /** Accepts `TOKEN` only, as api:api. */
 const authenticator = {
-  async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
+  async authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
     if (token !== TOKEN) return { accepted: false, reason: 'invalid token' };
     return {
       accepted: true,

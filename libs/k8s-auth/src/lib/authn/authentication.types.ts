@@ -41,7 +41,7 @@ export interface TokenBindings {
 /** Why a token was refused; safe to show to the caller. */
 export type RefusalReason = 'invalid token' | 'wrong audience' | 'not a service account';
 
-export type ReviewResult =
+export type AuthenticationResult =
   | {
       readonly accepted: true;
       readonly caller: CallerIdentity;
@@ -53,9 +53,16 @@ export type ReviewResult =
   | { readonly accepted: false; readonly reason: RefusalReason };
 
 /** No answer could be had (the API server or its keys are out of reach, or too busy): fail closed with a 503. */
-export class ReviewUnavailableError extends Error {
-  override readonly name = 'ReviewUnavailableError';
+export class AuthenticationUnavailableError extends Error {
+  override readonly name = 'AuthenticationUnavailableError';
 }
+
+/** @deprecated Renamed {@link AuthenticationResult}; the old name goes in the next minor version. */
+export type ReviewResult = AuthenticationResult;
+/** @deprecated Renamed {@link AuthenticationUnavailableError}; the old name goes in the next minor version. */
+export const ReviewUnavailableError = AuthenticationUnavailableError;
+/** @deprecated Renamed {@link AuthenticationUnavailableError}; the old name goes in the next minor version. */
+export type ReviewUnavailableError = AuthenticationUnavailableError;
 
 /**
  * One way of deciding whose a token is: TokenReview, local JWT verification, or a composition of them (a cache
@@ -64,9 +71,9 @@ export class ReviewUnavailableError extends Error {
 export interface TokenAuthenticator {
   /**
    * Who `token` belongs to, if it is valid for one of `audiences` (an empty list: the API server's own audience).
-   * @throws ReviewUnavailableError when no answer can be had now.
+   * @throws AuthenticationUnavailableError when no answer can be had now.
    */
-  authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult>;
+  authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult>;
 }
 
 /** Injection token of the module's {@link TokenAuthenticator}. */
@@ -77,7 +84,7 @@ export const TOKEN_AUTHENTICATOR = Symbol('k8s-auth:token-authenticator');
  * `caller`, its lists and `extra` in place, so pass an identity built for this answer. `expiresAt`: the token's `exp`,
  * in milliseconds since the epoch.
  */
-export function accepted(caller: CallerIdentity, expiresAt?: number, bindings?: TokenBindings): ReviewResult {
+export function accepted(caller: CallerIdentity, expiresAt?: number, bindings?: TokenBindings): AuthenticationResult {
   Object.freeze(caller.groups);
   Object.freeze(caller.audiences);
   if (caller.extra) {
@@ -97,6 +104,6 @@ export function accepted(caller: CallerIdentity, expiresAt?: number, bindings?: 
   });
 }
 
-export function refused(reason: RefusalReason): ReviewResult {
+export function refused(reason: RefusalReason): AuthenticationResult {
   return Object.freeze({ accepted: false, reason });
 }

@@ -4,8 +4,8 @@ import {
   accepted,
   type CallerIdentity,
   refused,
-  type ReviewResult,
-  ReviewUnavailableError,
+  type AuthenticationResult,
+  AuthenticationUnavailableError,
   type TokenAuthenticator,
 } from './authentication.types';
 import { type AnswerCacheOptions, CachedAuthenticator } from './cached.authenticator';
@@ -35,10 +35,10 @@ class StubStrategy implements TokenAuthenticator {
   failing = false;
   private held: Array<() => void> | undefined;
 
-  async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
+  async authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
     this.asked.push(`${token.slice(-6)} ${audiences.join(',')}`);
     if (this.held) await new Promise<void>((resolve) => this.held?.push(resolve));
-    if (this.failing) throw new ReviewUnavailableError('down');
+    if (this.failing) throw new AuthenticationUnavailableError('down');
     const { n, exp } = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as {
       n: number;
       exp: number;
@@ -127,7 +127,7 @@ describe('CachedAuthenticator', () => {
     const answers = Array.from({ length: 50 }, () => auth.authenticate(token, ['a']));
     strategy.failing = true;
     strategy.release();
-    for (const answer of answers) await expect(answer).rejects.toThrow(ReviewUnavailableError);
+    for (const answer of answers) await expect(answer).rejects.toThrow(AuthenticationUnavailableError);
     expect(strategy.asked).toHaveLength(1);
     strategy.failing = false;
     await expect(auth.authenticate(token, ['a'])).resolves.toMatchObject({ accepted: true });

@@ -1,6 +1,6 @@
 import { hash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import type { ReviewResult, TokenAuthenticator } from './authentication.types';
+import type { AuthenticationResult, TokenAuthenticator } from './authentication.types';
 import type { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 
 export interface AnswerCacheOptions {
@@ -22,11 +22,11 @@ export interface AnswerCacheOptions {
  */
 export class CachedAuthenticator implements TokenAuthenticator {
   private readonly salt = randomBytes(32).toString('base64');
-  private readonly acceptances: LRUCache<string, ReviewResult> | undefined;
-  private readonly refusals: LRUCache<string, ReviewResult> | undefined;
+  private readonly acceptances: LRUCache<string, AuthenticationResult> | undefined;
+  private readonly refusals: LRUCache<string, AuthenticationResult> | undefined;
   // lru-cache's fetch() would coalesce too, but builds an AbortController per new key, which costs nearly as much as a
   // local verification (docs/design.md); the questions being answered are kept in a plain map instead.
-  private readonly pending = new Map<string, Promise<ReviewResult>>();
+  private readonly pending = new Map<string, Promise<AuthenticationResult>>();
 
   constructor(
     private readonly inner: TokenAuthenticator,
@@ -41,7 +41,7 @@ export class CachedAuthenticator implements TokenAuthenticator {
     this.refusals = new LRUCache({ max: options.maxEntries });
   }
 
-  async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
+  async authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
     const key = this.keyOf(token, audiences);
     if (this.acceptances && this.refusals) {
       const known = this.acceptances.get(key) ?? this.refusals.get(key);
@@ -67,7 +67,7 @@ export class CachedAuthenticator implements TokenAuthenticator {
     return answer;
   }
 
-  private keep(key: string, result: ReviewResult): void {
+  private keep(key: string, result: AuthenticationResult): void {
     if (!result.accepted) {
       this.refusals?.set(key, result, { ttl: Math.max(1, this.options.refusalTtlMs) });
       return;

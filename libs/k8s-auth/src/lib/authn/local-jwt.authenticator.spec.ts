@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { createHmac, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import { kubernetesKeyId, serviceAccountClaims, signJwt, type JwtHeader } from '../../testing/jwt';
-import { ReviewUnavailableError } from './authentication.types';
+import { AuthenticationUnavailableError } from './authentication.types';
 import { FakeApiServer, ISSUER } from './fake-api-server.spec-support';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
@@ -248,7 +248,7 @@ describe('LocalJwtAuthenticator', () => {
 
   it('answers unavailable when it holds no keys and cannot fetch them', async () => {
     api.down = true;
-    await expect(authenticate(token())).rejects.toBeInstanceOf(ReviewUnavailableError);
+    await expect(authenticate(token())).rejects.toBeInstanceOf(AuthenticationUnavailableError);
   });
 
   describe('as the module composes it (createTokenAuthenticator)', () => {
@@ -277,7 +277,7 @@ describe('LocalJwtAuthenticator', () => {
       expect(await authenticator.authenticate(token(stranger.privateKey), ['secret-store'])).toEqual(INVALID);
       expect(reviews).not.toHaveBeenCalled();
       await expect(authenticator.authenticate(token(), ['secret-store'])).rejects.toBeInstanceOf(
-        ReviewUnavailableError,
+        AuthenticationUnavailableError,
       );
       expect(reviews).toHaveBeenCalledTimes(1);
     });

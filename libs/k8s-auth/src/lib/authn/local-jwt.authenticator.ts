@@ -1,8 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { createDecoder, createVerifier } from 'fast-jwt';
-import { refused, type ReviewResult, type TokenAuthenticator } from './authentication.types';
-import { tokenFingerprint } from '../guard/bearer-token';
-import { debugEnabled, logSafe } from '../observability/log-safe';
+import { refused, type AuthenticationResult, type TokenAuthenticator } from './authentication.types';
+import { debugEnabled, logSafe, tokenFingerprint } from '../observability/log-safe';
 import { serviceAccountCaller } from './service-account-claims';
 import type { IssuerKeys, SigningKey, SigningKeys } from './signing-keys';
 
@@ -31,7 +30,7 @@ export class LocalJwtAuthenticator implements TokenAuthenticator {
     private readonly options: { clockSkewMs: number; refuseUnknownBindings: boolean },
   ) {}
 
-  async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
+  async authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
     // The header only picks the key; fast-jwt decodes and checks the whole token again as it verifies.
     let header: { alg?: unknown; kid?: unknown };
     try {
@@ -93,7 +92,7 @@ export class LocalJwtAuthenticator implements TokenAuthenticator {
   }
 
   /** `why` holds no value of the token unless escaped (logSafe). */
-  private refuse(token: string, why: string, result = refused('invalid token')): ReviewResult {
+  private refuse(token: string, why: string, result = refused('invalid token')): AuthenticationResult {
     // A flood of junk tokens pays for no digest while debug lines are off.
     if (debugEnabled(this.logger)) this.logger.debug(`token ${tokenFingerprint(token)} refused: ${why}`);
     return result;

@@ -1,4 +1,4 @@
-import { accepted, refused, type ReviewResult } from './authentication.types';
+import { accepted, refused, type AuthenticationResult } from './authentication.types';
 import { isDns1123Label, isDns1123Subdomain } from '../kube/kubernetes-names';
 
 const EXTRA = 'authentication.kubernetes.io/';
@@ -15,7 +15,7 @@ export function serviceAccountCaller(
   payload: Record<string, unknown>,
   audiences: readonly string[],
   expect: { nowMs: number; clockSkewMs: number },
-): ReviewResult {
+): AuthenticationResult {
   const aud = payload['aud'];
   const tokenAudiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : undefined;
   if (!tokenAudiences || !tokenAudiences.every((a) => typeof a === 'string')) return refused('invalid token');

@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { kubernetesKeyId } from '../../testing/jwt';
-import { ReviewUnavailableError } from './authentication.types';
+import { AuthenticationUnavailableError } from './authentication.types';
 import { DISCOVERY_PATH, FakeApiServer, ISSUER, JWKS_PATH, jwkOf } from './fake-api-server.spec-support';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import { DEFAULTS } from '../module/k8s-auth.constants';
@@ -181,14 +181,14 @@ describe('SigningKeys', () => {
     api.down = true;
     jest.advanceTimersByTime(60_000);
     expect(await keys.get()).toBe(first); // starts a refresh that fails
-    await expect(keys.fetch()).rejects.toBeInstanceOf(ReviewUnavailableError); // joins it
+    await expect(keys.fetch()).rejects.toBeInstanceOf(AuthenticationUnavailableError); // joins it
     expect(await keys.get()).toBe(first);
     expect(api.fetches).toBe(2);
     expect(await counted('error')).toBe(1);
     expect(warnings).toHaveBeenCalledWith(expect.stringMatching(/verifying with the keys fetched before/));
 
     // A key not held, while the keys cannot be fetched: it may be one just added, so unavailable, not refused.
-    await expect(keys.get(holds(ec256.publicKey))).rejects.toBeInstanceOf(ReviewUnavailableError);
+    await expect(keys.get(holds(ec256.publicKey))).rejects.toBeInstanceOf(AuthenticationUnavailableError);
 
     api.down = false;
     api.keys = [ec256.publicKey]; // rotated: the first key is gone
@@ -205,7 +205,7 @@ describe('SigningKeys', () => {
   it('answers unavailable while no keys are held and the API server cannot be reached', async () => {
     api.down = true;
     await expect(make().get()).rejects.toThrow(
-      new ReviewUnavailableError(
+      new AuthenticationUnavailableError(
         "Cannot fetch the API server's token signing keys (/.well-known/openid-configuration: connect ECONNREFUSED)",
       ),
     );
@@ -218,18 +218,18 @@ describe('SigningKeys', () => {
     const keys = make({ minRefreshIntervalMs: 10_000 });
     api.down = true;
     for (let i = 0; i < 20; i++) {
-      await expect(keys.get()).rejects.toBeInstanceOf(ReviewUnavailableError);
+      await expect(keys.get()).rejects.toBeInstanceOf(AuthenticationUnavailableError);
       jest.advanceTimersByTime(400); // 20 requests within 8 s
     }
     expect(api.fetches).toBe(1);
 
     jest.advanceTimersByTime(2_000);
-    await expect(Promise.all([keys.get(), keys.get()])).rejects.toBeInstanceOf(ReviewUnavailableError);
+    await expect(Promise.all([keys.get(), keys.get()])).rejects.toBeInstanceOf(AuthenticationUnavailableError);
     expect(api.fetches).toBe(2);
 
     // Back, but not asked again before the interval is over.
     api.down = false;
-    for (let i = 0; i < 20; i++) await expect(keys.get()).rejects.toBeInstanceOf(ReviewUnavailableError);
+    for (let i = 0; i < 20; i++) await expect(keys.get()).rejects.toBeInstanceOf(AuthenticationUnavailableError);
     expect(api.fetches).toBe(2);
     jest.advanceTimersByTime(10_000);
     expect(kids(await keys.get())).toEqual([kubernetesKeyId(rsa.publicKey)]);
@@ -240,8 +240,8 @@ describe('SigningKeys', () => {
   it('counts the start-up fetch as the attempt of its interval', async () => {
     const keys = make({ minRefreshIntervalMs: 10_000 });
     api.down = true;
-    await expect(keys.fetch()).rejects.toBeInstanceOf(ReviewUnavailableError);
-    for (let i = 0; i < 20; i++) await expect(keys.get()).rejects.toBeInstanceOf(ReviewUnavailableError);
+    await expect(keys.fetch()).rejects.toBeInstanceOf(AuthenticationUnavailableError);
+    for (let i = 0; i < 20; i++) await expect(keys.get()).rejects.toBeInstanceOf(AuthenticationUnavailableError);
     expect(api.fetches).toBe(1);
   });
 
@@ -272,7 +272,7 @@ describe('SigningKeys', () => {
     ['a JWKS without a usable key', () => (api.keys = [jwkOf(rsa.publicKey, { use: 'enc' })])],
   ])('answers unavailable for %s', async (_what, spoil) => {
     spoil();
-    await expect(make().get()).rejects.toBeInstanceOf(ReviewUnavailableError);
+    await expect(make().get()).rejects.toBeInstanceOf(AuthenticationUnavailableError);
   });
 
   describe('reading the JWKS', () => {

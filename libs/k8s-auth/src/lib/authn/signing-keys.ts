@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
-import { ReviewUnavailableError } from './authentication.types';
+import { AuthenticationUnavailableError } from './authentication.types';
 import type { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import type { KubernetesApiClient } from '../kube/kubernetes-api.client';
 
@@ -65,7 +65,7 @@ export class SigningKeys {
   /** The fetch that starts once the interval since the last one is over, for the requests waiting on it. */
   private scheduled: Promise<IssuerKeys> | undefined;
   private lastAttemptAt = Number.NEGATIVE_INFINITY;
-  private lastError: ReviewUnavailableError | undefined;
+  private lastError: AuthenticationUnavailableError | undefined;
   /** Key ids (as the caller names them) that the last fetch for them did not find. */
   private readonly missing = new LRUCache<string, true>({
     max: MISSING_KEYS_MAX,
@@ -91,7 +91,7 @@ export class SigningKeys {
   /**
    * The keys held, fetched first if none are. When `wanted` is not among them (key rotation), the next fetch is
    * waited for, unless `keyId` (what `wanted` looks for, e.g. `RS256 <kid>`) was just fetched for and not found.
-   * @throws ReviewUnavailableError when the keys cannot be fetched now: none are held, or a key id not held may be one
+   * @throws AuthenticationUnavailableError when the keys cannot be fetched now: none are held, or a key id not held may be one
    * the API server has just added.
    */
   async get(wanted?: (keys: IssuerKeys) => boolean, keyId?: string): Promise<IssuerKeys> {
@@ -108,7 +108,8 @@ export class SigningKeys {
       if (wait <= 0) next = this.fetch();
       // After a failed fetch, the key wanted may be one the API server has just added: unavailable, not refused.
       else if (this.lastError) throw this.lastError;
-      else if (!held) throw new ReviewUnavailableError("the API server's token signing keys are not fetched yet");
+      else if (!held)
+        throw new AuthenticationUnavailableError("the API server's token signing keys are not fetched yet");
       else next = this.fetchIn(wait);
     }
     const keys = await next;
@@ -159,7 +160,7 @@ export class SigningKeys {
         `Cannot fetch the API server's token signing keys (${err instanceof Error ? err.message : String(err)})` +
         (this.current ? '; verifying with the keys fetched before' : '');
       this.logger.warn(message);
-      this.lastError = new ReviewUnavailableError(message);
+      this.lastError = new AuthenticationUnavailableError(message);
       throw this.lastError;
     }
   }

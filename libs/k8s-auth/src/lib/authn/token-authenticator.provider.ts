@@ -1,6 +1,6 @@
 import type { Provider } from '@nestjs/common';
-import { type ReviewResult, TOKEN_AUTHENTICATOR, type TokenAuthenticator } from './authentication.types';
-import { BoundObjectWatches } from './watch/binding-watches';
+import { type AuthenticationResult, TOKEN_AUTHENTICATOR, type TokenAuthenticator } from './authentication.types';
+import { BindingWatches } from './watch/binding-watches';
 import { CachedAuthenticator } from './cached.authenticator';
 import { API_SERVER_AUDIENCE, DEFAULTS } from '../module/k8s-auth.constants';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
@@ -12,7 +12,7 @@ import { nonNegative, positive } from '../module/option-checks';
 import { RoutePolicies } from '../guard/route-policy';
 import { SigningKeys } from './signing-keys';
 import { TokenReviewAuthenticator } from './token-review.authenticator';
-import { WatchedBindingsAuthenticator } from './watch/binding-watch.authenticator';
+import { BindingWatchAuthenticator } from './watch/binding-watch.authenticator';
 
 const VERIFICATIONS: readonly TokenVerification[] = ['tokenReview', 'local', 'local+review', 'local+watch'];
 
@@ -26,7 +26,7 @@ export class LocalThenReview implements TokenAuthenticator {
     private readonly review: TokenAuthenticator,
   ) {}
 
-  async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
+  async authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
     const local = await this.local.authenticate(token, audiences);
     return local.accepted ? this.review.authenticate(token, audiences) : local;
   }
@@ -84,12 +84,12 @@ export function createTokenAuthenticator(
     if (verification === 'local+watch') {
       if (!policies) throw new Error("verification 'local+watch' needs the routes' allowlists (RoutePolicies)");
       const stalenessMs = nonNegative('watchStalenessMs', options.watchStalenessMs ?? DEFAULTS.watchStalenessMs);
-      const watches = new BoundObjectWatches(api, {
+      const watches = new BindingWatches(api, {
         stalenessMs,
         maxTombstones: options.maxCacheEntries ?? DEFAULTS.maxCacheEntries,
       });
       // Caches inside: the binding check runs on every request, after the cached local verification.
-      return new WatchedBindingsAuthenticator(cached(local), cached(review), watches, policies);
+      return new BindingWatchAuthenticator(cached(local), cached(review), watches, policies);
     }
     authenticator = verification === 'local' ? local : new LocalThenReview(local, review);
   }

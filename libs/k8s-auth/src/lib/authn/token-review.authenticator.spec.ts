@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { generateKeyPairSync } from 'node:crypto';
 import { signJwt } from '../../testing/jwt';
-import { ReviewUnavailableError } from './authentication.types';
+import { AuthenticationUnavailableError } from './authentication.types';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import { type KubernetesApiClient, KubernetesApiError } from '../kube/kubernetes-api.client';
 import { interpretTokenReview, TokenReviewAuthenticator } from './token-review.authenticator';
@@ -90,7 +90,7 @@ describe('TokenReviewAuthenticator', () => {
     const bounded = strategy(2);
     const token = jwt({ exp: now() + 600 });
     const first = [bounded.authenticate(token, ['secret-store']), bounded.authenticate(token, ['secret-store'])];
-    await expect(bounded.authenticate(token, ['secret-store'])).rejects.toThrow(ReviewUnavailableError);
+    await expect(bounded.authenticate(token, ['secret-store'])).rejects.toThrow(AuthenticationUnavailableError);
     expect(api.asked).toHaveLength(2);
     for (const r of release.splice(0)) r();
     await Promise.all(first);

@@ -2,8 +2,8 @@ import { Logger } from '@nestjs/common';
 import {
   accepted,
   refused,
-  type ReviewResult,
-  ReviewUnavailableError,
+  type AuthenticationResult,
+  AuthenticationUnavailableError,
   type TokenAuthenticator,
 } from './authentication.types';
 import type { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
@@ -43,7 +43,7 @@ export class TokenReviewAuthenticator implements TokenAuthenticator {
     private readonly options: TokenReviewOptions,
   ) {}
 
-  async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
+  async authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
     let expiresAt: number | undefined;
     try {
       expiresAt = readTokenTimes(token).expiresAt?.getTime();
@@ -53,7 +53,7 @@ export class TokenReviewAuthenticator implements TokenAuthenticator {
     // Expired by its own `exp` (read without verifying: a refusal needs no trust).
     if (expiresAt !== undefined && expiresAt + this.options.clockSkewMs < Date.now()) return refused('invalid token');
     if (this.inFlight >= this.options.maxInFlight) {
-      throw new ReviewUnavailableError(`${this.inFlight} TokenReviews are in flight already`);
+      throw new AuthenticationUnavailableError(`${this.inFlight} TokenReviews are in flight already`);
     }
     this.inFlight++;
     const stopTimer = this.metrics.reviewTimer();
@@ -84,7 +84,7 @@ export function interpretTokenReview(
   status: TokenReviewStatus,
   audiences: readonly string[],
   expiresAt?: number,
-): ReviewResult {
+): AuthenticationResult {
   if (status.authenticated !== true || !status.user?.username) {
     return refused(/audience/i.test(status.error ?? '') ? 'wrong audience' : 'invalid token');
   }

@@ -5,7 +5,7 @@ import {
   resolveAccessChecks,
   validateAccessChecks,
 } from './access-check';
-import { PolicyConfigurationError } from '../guard/caller-policy';
+import { PolicyConfigurationError } from '../guard/route-policy';
 
 const where = 'SecretsController.read';
 

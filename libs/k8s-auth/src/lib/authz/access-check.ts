@@ -1,4 +1,4 @@
-import { PolicyConfigurationError } from '../guard/caller-policy';
+import { PolicyConfigurationError } from '../guard/route-policy';
 import { isDns1123Label, isDns1123Subdomain } from '../kube/kubernetes-names';
 
 /** A value taken from the route's path parameters, e.g. `{ param: 'name' }` on `/secrets/:name`. */

@@ -5,7 +5,7 @@ import { AccessReviewer, interpretAccessReview, subjectAccessReviewSpec } from '
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
 import { type KubernetesApiClient, KubernetesApiError } from '../kube/kubernetes-api.client';
-import { type CallerIdentity, ReviewUnavailableError } from '../authn/authentication.types';
+import { type CallerIdentity, AuthenticationUnavailableError } from '../authn/authentication.types';
 import { createTokenAuthenticator } from '../authn/token-authenticator.provider';
 import { signJwt } from '../../testing/jwt';
 
@@ -224,10 +224,10 @@ describe('AccessReviewer', () => {
     expect(api.bodies).toHaveLength(2);
   });
 
-  it('never caches a failure, and reports it as ReviewUnavailableError', async () => {
+  it('never caches a failure, and reports it as AuthenticationUnavailableError', async () => {
     api.answer = () => new KubernetesApiError('unavailable', 'connect ECONNREFUSED');
     const r = reviewer();
-    await expect(r.review(caller, readSecret('db'))).rejects.toThrow(ReviewUnavailableError);
+    await expect(r.review(caller, readSecret('db'))).rejects.toThrow(AuthenticationUnavailableError);
     api.answer = () => ({ allowed: true });
     await expect(r.review(caller, readSecret('db'))).resolves.toEqual({ allowed: true });
     expect(api.bodies).toHaveLength(2);
@@ -302,7 +302,7 @@ describe('AccessReviewer', () => {
     const r = reviewer({ maxAccessReviewsInFlight: 2 });
     const first = [r.review(caller, readSecret('a')), r.review(caller, readSecret('b'))];
     await expect(r.review(caller, readSecret('c'))).rejects.toThrow(
-      new ReviewUnavailableError('2 SubjectAccessReviews are in flight already'),
+      new AuthenticationUnavailableError('2 SubjectAccessReviews are in flight already'),
     );
     // A question already being asked shares that review: no room needed.
     const again = r.review(caller, readSecret('a'));
@@ -339,8 +339,8 @@ describe('AccessReviewer', () => {
       '/apis/authentication.k8s.io/v1/tokenreviews',
     ]);
     // Each bound is full now, and only its own kind is turned away.
-    await expect(r.review(caller, readSecret('b'))).rejects.toThrow(ReviewUnavailableError);
-    await expect(tokens.authenticate(token(2), ['secret-store'])).rejects.toThrow(ReviewUnavailableError);
+    await expect(r.review(caller, readSecret('b'))).rejects.toThrow(AuthenticationUnavailableError);
+    await expect(tokens.authenticate(token(2), ['secret-store'])).rejects.toThrow(AuthenticationUnavailableError);
     open();
     await Promise.all([heldSar, heldTokenReview]);
   });

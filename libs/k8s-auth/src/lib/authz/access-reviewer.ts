@@ -9,7 +9,7 @@ import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface'
 import { KubernetesApiClient, reviewUnavailable } from '../kube/kubernetes-api.client';
 import { logSafe } from '../observability/log-safe';
 import { nonNegative, nonNegativeInteger, positive } from '../module/option-checks';
-import { type CallerIdentity, ReviewUnavailableError } from '../authn/authentication.types';
+import { type CallerIdentity, AuthenticationUnavailableError } from '../authn/authentication.types';
 
 /** The API server's answer to one SubjectAccessReview. `reason` is for logs, never for the caller. */
 export interface AccessDecision {
@@ -78,7 +78,7 @@ export class AccessReviewer {
 
   /**
    * Whether `caller` may do what `attributes` describe.
-   * @throws ReviewUnavailableError when the API server cannot answer, or the bound of reviews in flight is reached.
+   * @throws AuthenticationUnavailableError when the API server cannot answer, or the bound of reviews in flight is reached.
    */
   async review(caller: CallerIdentity, attributes: AccessAttributes): Promise<AccessDecision> {
     const spec = subjectAccessReviewSpec(caller, attributes);
@@ -111,7 +111,7 @@ export class AccessReviewer {
 
   private async ask(spec: SubjectAccessReviewSpec): Promise<AccessDecision> {
     if (this.inFlight >= this.maxInFlight) {
-      throw new ReviewUnavailableError(`${this.inFlight} SubjectAccessReviews are in flight already`);
+      throw new AuthenticationUnavailableError(`${this.inFlight} SubjectAccessReviews are in flight already`);
     }
     this.inFlight++;
     const stopTimer = this.metrics.accessReviewTimer();

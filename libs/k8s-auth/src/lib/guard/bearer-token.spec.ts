@@ -5,9 +5,9 @@ import {
   isCanonicalJws,
   TokenExtraction,
   TokenHeader,
-  tokenFingerprint,
   tokenHeadersOf,
 } from './bearer-token';
+import { tokenFingerprint } from '../observability/log-safe';
 
 // A JWT-shaped string built here, so no credential-looking literal lives in the repository.
 function testJwt(payload: object = { sub: 'system:serviceaccount:team-a:billing' }): string {

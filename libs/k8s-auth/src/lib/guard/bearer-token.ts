@@ -1,5 +1,3 @@
-import { hash } from 'node:crypto';
-
 /** Request headers that may carry a caller's ServiceAccount token (Node lower-cases header names). */
 export type TokenHeader = 'authorization' | 'x-client-id';
 
@@ -125,12 +123,6 @@ function maybeRepeated(request: RequestHeaders, header: string): boolean {
     if (raw[i].length === header.length && raw[i].toLowerCase() === header && ++seen > 1) return true;
   }
   return false;
-}
-
-/** A short, stable, non-reversible name for a token, so logs can correlate requests without holding credentials. */
-export function tokenFingerprint(token: string): string {
-  // One-shot: no Hash stream object per request (this runs on every guarded request).
-  return hash('sha256', token, 'hex').slice(0, 12);
 }
 
 const BASE64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';

@@ -15,8 +15,8 @@ import {
   accepted,
   type CallerIdentity,
   refused,
-  type ReviewResult,
-  ReviewUnavailableError,
+  type AuthenticationResult,
+  AuthenticationUnavailableError,
   TOKEN_AUTHENTICATOR,
 } from '../authn/authentication.types';
 import { Caller } from './caller.decorator';
@@ -169,7 +169,7 @@ const API_CALLER = callerOf('api', 'api');
 class FakeAuthenticator {
   caller: CallerIdentity | undefined = API_CALLER;
   readonly audiencesAsked: string[][] = [];
-  async authenticate(_token: string, audiences: readonly string[]): Promise<ReviewResult> {
+  async authenticate(_token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
     this.audiencesAsked.push([...audiences]);
     if (!this.caller) return refused('invalid token');
     return accepted({ ...this.caller, audiences: [...audiences] });
@@ -264,14 +264,14 @@ describe.each(ADAPTERS)('ServiceAccountGuard on %s', (_name, adapterFor) => {
   });
 
   it('answers 503 with Retry-After when a review cannot be made', async () => {
-    access.decide = (d) => (d === 'get stores' ? new ReviewUnavailableError('down') : { allowed: true });
+    access.decide = (d) => (d === 'get stores' ? new AuthenticationUnavailableError('down') : { allowed: true });
     const res = await get('/secrets/db').expect(503);
     expect(res.headers['retry-after']).toBe('5');
     expect(res.body.message).toBe('authorization is unavailable, retry later');
   });
 
   it('answers 403 rather than 503 when one check is denied and another cannot be made', async () => {
-    access.decide = (d) => (d === 'get stores' ? new ReviewUnavailableError('down') : { allowed: false });
+    access.decide = (d) => (d === 'get stores' ? new AuthenticationUnavailableError('down') : { allowed: false });
     await get('/secrets/db').expect(403);
   });
 
@@ -322,7 +322,7 @@ describe.each(ADAPTERS)('ServiceAccountGuard on %s', (_name, adapterFor) => {
 
   it('answers 503 with Retry-After when the token cannot be authenticated now', async () => {
     tokens.authenticate = async () => {
-      throw new ReviewUnavailableError('down');
+      throw new AuthenticationUnavailableError('down');
     };
     const res = await get('/who').expect(503);
     expect(res.headers['retry-after']).toBe('5');

@@ -16,21 +16,31 @@ import { describeAccess, InvalidRouteParameterError, resolveAccessChecks } from 
 import { AccessReviewer } from '../authz/access-reviewer';
 import {
   type CallerIdentity,
-  type ReviewResult,
-  ReviewUnavailableError,
+  type AuthenticationResult,
+  AuthenticationUnavailableError,
   TOKEN_AUTHENTICATOR,
   type TokenAuthenticator,
 } from '../authn/authentication.types';
-import { extractToken, type RequestHeaders, tokenFingerprint, tokenHeadersOf } from './bearer-token';
-import { isCallerAllowed, PolicyConfigurationError } from './caller-policy';
+import { extractToken, type RequestHeaders, tokenHeadersOf } from './bearer-token';
 import { DEFAULTS } from '../module/k8s-auth.constants';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
-import { debugEnabled, logSafe } from '../observability/log-safe';
+import { debugEnabled, logSafe, tokenFingerprint } from '../observability/log-safe';
 import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
 import { KubernetesApiClient } from '../kube/kubernetes-api.client';
 import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
-import { setRequestCaller } from './request-callers';
-import { RoutePolicies, type RoutePolicy } from './route-policy';
+import { isCallerAllowed, PolicyConfigurationError, RoutePolicies, type RoutePolicy } from './route-policy';
+
+// The identity the guard established for each request, for `@Caller()`: kept beside the request, so that the guard
+// adds nothing to Express's or Fastify's request objects.
+const callers = new WeakMap<object, CallerIdentity>();
+
+export function setRequestCaller(request: object, caller: CallerIdentity): void {
+  callers.set(request, caller);
+}
+
+export function requestCaller(request: object): CallerIdentity | undefined {
+  return callers.get(request);
+}
 
 /** The request as the guard reads it: Express's and Fastify's both fit. */
 export interface GuardedRequest {
@@ -156,11 +166,11 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
     token: string,
     audiences: readonly string[],
     context: ExecutionContext,
-  ): Promise<ReviewResult> {
+  ): Promise<AuthenticationResult> {
     try {
       return await this.authenticator.authenticate(token, audiences);
     } catch (err) {
-      if (!(err instanceof ReviewUnavailableError)) throw err;
+      if (!(err instanceof AuthenticationUnavailableError)) throw err;
       throw this.unavailable(context, 'authentication is unavailable, retry later');
     }
   }
@@ -194,7 +204,7 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
     }
     const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (failed) {
-      if (!(failed.reason instanceof ReviewUnavailableError)) throw failed.reason;
+      if (!(failed.reason instanceof AuthenticationUnavailableError)) throw failed.reason;
       throw this.unavailable(context, 'authorization is unavailable, retry later');
     }
   }

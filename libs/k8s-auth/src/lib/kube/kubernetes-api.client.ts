@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https';
-import { ReviewUnavailableError } from '../authn/authentication.types';
+import { AuthenticationUnavailableError } from '../authn/authentication.types';
 import { DEFAULTS } from '../module/k8s-auth.constants';
 import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
@@ -36,17 +36,17 @@ export function reviewUnavailable(
   review: 'TokenReview' | 'SubjectAccessReview',
   err: unknown,
   logger: { error(message: string): void; warn(message: string): void },
-): ReviewUnavailableError {
+): AuthenticationUnavailableError {
   if (err instanceof KubernetesApiError && err.failure === 'forbidden') {
     const message =
       `The API server refused this service's ${review} (${err.message}). Its service account needs the ` +
       'ClusterRole system:auth-delegator: create a ClusterRoleBinding of system:auth-delegator to it.';
     logger.error(message);
-    return new ReviewUnavailableError(message);
+    return new AuthenticationUnavailableError(message);
   }
   const message = `${review} failed: ${err instanceof Error ? err.message : String(err)}`;
   logger.warn(message);
-  return new ReviewUnavailableError(message);
+  return new AuthenticationUnavailableError(message);
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { Logger } from '@nestjs/common';
+import { hash } from 'node:crypto';
 
 // Control characters (C0, DEL, C1: CR, LF, ESC of ANSI sequences, NEL, CSI), format characters (bidi overrides and
 // isolates, zero-width characters, BOM), line and paragraph separators, lone surrogates; and the backslash, so that
@@ -31,6 +32,12 @@ export function logSafe(value: unknown, maxLength = 100): string {
 export function debugEnabled(logger: Logger): boolean {
   const target = logger.localInstance as { isLevelEnabled?: (level: 'debug') => boolean };
   return typeof target.isLevelEnabled === 'function' ? target.isLevelEnabled('debug') : true;
+}
+
+/** A short, stable, non-reversible name for a token, so logs can correlate requests without holding credentials. */
+export function tokenFingerprint(token: string): string {
+  // One-shot: no Hash stream object per request (this runs on every refusal).
+  return hash('sha256', token, 'hex').slice(0, 12);
 }
 
 function escape(character: string): string {

@@ -1,7 +1,7 @@
 import { Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { refused, type ReviewResult, type TokenAuthenticator } from '../authentication.types';
-import { tokenFingerprint } from '../../guard/bearer-token';
-import type { Allowlisted, BoundObjectWatches, CallerScope } from './binding-watches';
+import { refused, type AuthenticationResult, type TokenAuthenticator } from '../authentication.types';
+import type { Allowlisted, BindingWatches, BindingWatchScope } from './binding-watches';
+import { debugEnabled, tokenFingerprint } from '../../observability/log-safe';
 
 const INVALID = refused('invalid token');
 
@@ -17,14 +17,14 @@ const INVALID = refused('invalid token');
  * - a caller no allowlist names, a token bound to a Secret (watching Secrets takes the right to read them), to a node
  *   and no pod, or to a kind of object this library does not know: TokenReview, cached.
  */
-export class WatchedBindingsAuthenticator implements TokenAuthenticator, OnApplicationBootstrap, OnApplicationShutdown {
+export class BindingWatchAuthenticator implements TokenAuthenticator, OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('BindingWatch');
 
   /** `local` and `review` answer with their own caches. */
   constructor(
     private readonly local: TokenAuthenticator,
     private readonly review: TokenAuthenticator,
-    private readonly watches: BoundObjectWatches,
+    private readonly watches: BindingWatches,
     private readonly allowlist: { allChecked: Promise<void>; allowlisted(): Allowlisted },
   ) {}
 
@@ -42,19 +42,21 @@ export class WatchedBindingsAuthenticator implements TokenAuthenticator, OnAppli
     return this.watches.whenSynced();
   }
 
-  async authenticate(token: string, audiences: readonly string[]): Promise<ReviewResult> {
+  async authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
     const result = await this.local.authenticate(token, audiences);
     if (!result.accepted) return result;
     const scope = this.scopeOf(result);
     const now = Date.now();
     if (!scope || !result.bindings || !scope.isFresh(now)) return this.review.authenticate(token, audiences);
     if (await scope.exists(result.bindings, now, result.expiresAt ?? now)) return result;
-    this.logger.debug(`token ${tokenFingerprint(token)} refused: its service account or pod is gone`);
+    if (debugEnabled(this.logger)) {
+      this.logger.debug(`token ${tokenFingerprint(token)} refused: its service account or pod is gone`);
+    }
     return INVALID;
   }
 
   /** The watches that can vouch for everything the token is bound to, if any. */
-  private scopeOf(result: ReviewResult & { accepted: true }): CallerScope | undefined {
+  private scopeOf(result: AuthenticationResult & { accepted: true }): BindingWatchScope | undefined {
     const bindings = result.bindings;
     if (!bindings || bindings.secret || bindings.unknown.length > 0 || (bindings.node && !bindings.pod)) {
       return undefined;

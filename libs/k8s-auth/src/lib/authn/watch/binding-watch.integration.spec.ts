@@ -27,10 +27,10 @@ import {
   signJwt,
   startControlPlane,
 } from '../../../testing';
-import { BoundObjectWatches } from './binding-watches';
+import { BindingWatches } from './binding-watches';
 import { API, DATA_STORE, GuardedApps, mintToken, REVIEWER, sleep } from '../../guarded-apps.spec-support';
 import { KubernetesApiClient } from '../../kube/kubernetes-api.client';
-import type { WatchedBindingsAuthenticator } from './binding-watch.authenticator';
+import type { BindingWatchAuthenticator } from './binding-watch.authenticator';
 
 // `local+watch` against a real kube-apiserver: tokens verified locally, their service account and pod looked up in
 // watches of the allowlisted callers. Deletions must be seen within a second, with no TokenReview per token.
@@ -89,12 +89,12 @@ describe('local+watch: bindings checked from watches, against a real API server'
       { kubeconfig, audiences: ['secret-store'], verification: 'local+watch', ...options },
       { listen: false },
     );
-    if (wait) await booted.get<WatchedBindingsAuthenticator>(TOKEN_AUTHENTICATOR).whenSynced();
+    if (wait) await booted.get<BindingWatchAuthenticator>(TOKEN_AUTHENTICATOR).whenSynced();
     return booted;
   }
 
   const watchesOf = (target: INestApplication) =>
-    (target.get(TOKEN_AUTHENTICATOR) as unknown as { watches: BoundObjectWatches }).watches;
+    (target.get(TOKEN_AUTHENTICATOR) as unknown as { watches: BindingWatches }).watches;
 
   /** A new pod of `account` and a token bound to it. */
   async function podToken(account: ServiceAccountRef): Promise<{ pod: { name: string; uid: string }; token: string }> {
@@ -258,7 +258,7 @@ describe('local+watch: bindings checked from watches, against a real API server'
   });
 
   it('keeps only names and uids: the pods of a watched namespace as name → uid strings', async () => {
-    const watches = new BoundObjectWatches(new KubernetesApiClient({ kubeconfig }), {
+    const watches = new BindingWatches(new KubernetesApiClient({ kubeconfig }), {
       stalenessMs: 2000,
       maxTombstones: 100,
     });

@@ -1,8 +1,8 @@
 import { Logger } from '@nestjs/common';
 import { PassThrough } from 'node:stream';
-import { ReviewUnavailableError } from '../authentication.types';
+import { AuthenticationUnavailableError } from '../authentication.types';
 import { type KubernetesApiClient, KubernetesApiError } from '../../kube/kubernetes-api.client';
-import { ObjectUidWatch } from './binding-watch';
+import { BindingWatch } from './binding-watch';
 import type { OpenedStream, PingedSession, WatchConnection } from '../../kube/watch-connection';
 
 // The watch's own logic (when what it holds may be trusted, when it lists again, how it backs off) over a scripted
@@ -101,14 +101,14 @@ const until = async (what: string, check: () => boolean) => {
   }
 };
 
-describe('ObjectUidWatch', () => {
+describe('BindingWatch', () => {
   let api: ScriptedApi;
   let connection: ScriptedConnection;
-  let watch: ObjectUidWatch;
+  let watch: BindingWatch;
   let quiet: jest.SpyInstance[];
 
   const start = async () => {
-    watch = new ObjectUidWatch(api as unknown as KubernetesApiClient, connection as unknown as WatchConnection, {
+    watch = new BindingWatch(api as unknown as KubernetesApiClient, connection as unknown as WatchConnection, {
       resource: 'pods',
       namespace: 'api',
       stalenessMs: BOUND_MS,
@@ -246,7 +246,7 @@ describe('ObjectUidWatch', () => {
     expect(api.reads).toEqual(['api-new', 'api-gone']);
     api.down = true;
     await expect(watch.exists('api-other', 'uid-other', now, now + 60_000)).rejects.toBeInstanceOf(
-      ReviewUnavailableError,
+      AuthenticationUnavailableError,
     );
   });
 });

@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
-import { ReviewUnavailableError } from '../authentication.types';
+import { AuthenticationUnavailableError } from '../authentication.types';
 import { KubernetesApiError, type KubernetesApiClient } from '../../kube/kubernetes-api.client';
 import { logSafe } from '../../observability/log-safe';
 import type { PingedSession, WatchConnection } from '../../kube/watch-connection';
@@ -15,7 +15,7 @@ import {
 
 export type WatchedResource = 'pods' | 'serviceaccounts';
 
-export interface ObjectUidWatchOptions {
+export interface BindingWatchOptions {
   resource: WatchedResource;
   namespace: string;
   /** Narrows the watch, e.g. `metadata.name=api` or `spec.serviceAccountName=api`. */
@@ -49,7 +49,7 @@ interface ObjectList {
  * that version has expired, so an outage of the API server needs no restart of the service and what was missed
  * meanwhile is never taken on trust.
  */
-export class ObjectUidWatch {
+export class BindingWatch {
   private readonly logger = new Logger('BindingWatch');
   private readonly collection: string;
   /** name → uid: all that is kept of an object. */
@@ -78,7 +78,7 @@ export class ObjectUidWatch {
   constructor(
     private readonly api: KubernetesApiClient,
     private readonly connection: WatchConnection,
-    private readonly options: ObjectUidWatchOptions,
+    private readonly options: BindingWatchOptions,
   ) {
     this.collection = `/api/v1/namespaces/${encodeURIComponent(options.namespace)}/${options.resource}`;
     if (options.maxTombstones > 0) this.tombstones = new LRUCache({ max: options.maxTombstones });
@@ -125,7 +125,7 @@ export class ObjectUidWatch {
    * Whether `name` exists with `uid` now: held, or else read from the API server (a GET, metadata only; concurrent
    * reads share one), for an object the watch has no event of yet. An object found gone is remembered as gone until
    * `untilMs` (the expiry of the token that named it: uids never come back), so its token is refused without a read.
-   * @throws ReviewUnavailableError when the API server cannot answer.
+   * @throws AuthenticationUnavailableError when the API server cannot answer.
    */
   async exists(name: string, uid: string, nowMs: number, untilMs: number): Promise<boolean> {
     if (this.holds(name, uid, nowMs)) return true;
@@ -160,7 +160,7 @@ export class ObjectUidWatch {
       const message = `Cannot read ${this.options.resource} ${this.options.namespace}/${logSafe(name)}: ${(err as Error).message}`;
       if (err instanceof KubernetesApiError && err.failure === 'forbidden') this.logger.error(this.rbacHint(message));
       else this.logger.warn(message);
-      throw new ReviewUnavailableError(message);
+      throw new AuthenticationUnavailableError(message);
     }
   }
 

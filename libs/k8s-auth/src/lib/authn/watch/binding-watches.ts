@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { TokenBindings } from '../authentication.types';
 import type { KubernetesApiClient } from '../../kube/kubernetes-api.client';
-import { ObjectUidWatch } from './binding-watch';
+import { BindingWatch } from './binding-watch';
 import { WatchConnection } from '../../kube/watch-connection';
 
 /** What the routes' allowlists name: whole namespaces, and `namespace:name` service accounts. */
@@ -11,10 +11,10 @@ export interface Allowlisted {
 }
 
 /** The two watches that cover a caller: its service account (or every one of its namespace) and their pods. */
-export class CallerScope {
+export class BindingWatchScope {
   constructor(
-    readonly serviceAccounts: ObjectUidWatch,
-    readonly pods: ObjectUidWatch,
+    readonly serviceAccounts: BindingWatch,
+    readonly pods: BindingWatch,
   ) {}
 
   isFresh(nowMs: number): boolean {
@@ -25,7 +25,7 @@ export class CallerScope {
    * Whether the service account, and the pod if the token is bound to one, exist with the token's uids: from the
    * watches, else from the API server for an object the watches lack (it may be a moment old and its event still on
    * its way, as the API server itself falls back from its informers to a read). `untilMs`: the token's expiry.
-   * @throws ReviewUnavailableError when the API server cannot answer.
+   * @throws AuthenticationUnavailableError when the API server cannot answer.
    */
   async exists(bindings: TokenBindings, nowMs: number, untilMs: number): Promise<boolean> {
     const { serviceAccount, pod } = bindings;
@@ -46,10 +46,10 @@ export class CallerScope {
  * its service accounts and pods; per allowlisted service account outside those, that one service account
  * (`metadata.name`) and its pods (`spec.serviceAccountName`). A caller they do not cover has no scope.
  */
-export class BoundObjectWatches {
+export class BindingWatches {
   private readonly logger = new Logger('BindingWatch');
   /** By namespace, or by `namespace:name` (namespaces have no colon). */
-  private readonly scopes = new Map<string, CallerScope>();
+  private readonly scopes = new Map<string, BindingWatchScope>();
   private stopped = false;
   private markStarted!: () => void;
   private readonly started = new Promise<void>((resolve) => (this.markStarted = resolve));
@@ -87,16 +87,16 @@ export class BoundObjectWatches {
     }
     this.connection = connection;
     const watch = (resource: 'pods' | 'serviceaccounts', namespace: string, fieldSelector?: string) =>
-      new ObjectUidWatch(this.api, connection, { resource, namespace, fieldSelector, ...this.options });
+      new BindingWatch(this.api, connection, { resource, namespace, fieldSelector, ...this.options });
     for (const namespace of allowlisted.namespaces) {
-      this.scopes.set(namespace, new CallerScope(watch('serviceaccounts', namespace), watch('pods', namespace)));
+      this.scopes.set(namespace, new BindingWatchScope(watch('serviceaccounts', namespace), watch('pods', namespace)));
     }
     for (const entry of allowlisted.serviceAccounts) {
       const [namespace, name] = entry.split(':');
       if (this.scopes.has(namespace)) continue;
       this.scopes.set(
         entry,
-        new CallerScope(
+        new BindingWatchScope(
           watch('serviceaccounts', namespace, `metadata.name=${name}`),
           watch('pods', namespace, `spec.serviceAccountName=${name}`),
         ),
@@ -111,7 +111,7 @@ export class BoundObjectWatches {
   }
 
   /** The scope that covers the service account `namespace:name`, if any. */
-  scopeOf(namespace: string, name: string): CallerScope | undefined {
+  scopeOf(namespace: string, name: string): BindingWatchScope | undefined {
     return this.scopes.get(namespace) ?? this.scopes.get(`${namespace}:${name}`);
   }
 

@@ -4,7 +4,7 @@ import {
   isEmptyCallerPolicy,
   PolicyConfigurationError,
   validateCallerPolicy,
-} from './caller-policy';
+} from './route-policy';
 
 const where = 'SecretsController.read';
 
