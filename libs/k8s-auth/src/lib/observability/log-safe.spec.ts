@@ -86,6 +86,11 @@ describe('debugEnabled', () => {
     expect(debugEnabled(logger)).toBe(true);
   });
 
+  it('says no when the app has no logger at all (logger: false)', () => {
+    Logger.overrideLogger(false);
+    expect(debugEnabled(new Logger('Test'))).toBe(false);
+  });
+
   it('assumes that another logger writes debug lines', () => {
     Logger.overrideLogger({ log: () => undefined, error: () => undefined, warn: () => undefined });
     expect(debugEnabled(new Logger('Test'))).toBe(true);

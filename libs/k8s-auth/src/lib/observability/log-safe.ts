@@ -30,7 +30,9 @@ export function logSafe(value: unknown, maxLength = 100): string {
  * checks the level after the message is made. Nest's ConsoleLogger says; another logger is assumed to write them.
  */
 export function debugEnabled(logger: Logger): boolean {
-  const target = logger.localInstance as { isLevelEnabled?: (level: 'debug') => boolean };
+  // No instance at all: the app was made with `logger: false`, and nothing is written.
+  const target = logger.localInstance as { isLevelEnabled?: (level: 'debug') => boolean } | undefined;
+  if (!target) return false;
   return typeof target.isLevelEnabled === 'function' ? target.isLevelEnabled('debug') : true;
 }
 
