@@ -1,9 +1,9 @@
+// Unit specs: pure logic and loopback servers, no Go and no control plane (`nx test k8s-auth`). The integration
+// specs, against real control planes, run with jest.integration.config.cts (`nx run k8s-auth:integration`).
 module.exports = {
   displayName: 'k8s-auth',
   preset: '../../jest.preset.js',
   testEnvironment: 'node',
-  globalSetup: '<rootDir>/jest.global-setup.ts',
-  // Integration specs talk to a real kube-apiserver; some wait for its ~10 s TokenReview cache.
-  testTimeout: 60_000,
+  testPathIgnorePatterns: ['/node_modules/', '\\.integration\\.spec\\.ts$'],
   coverageDirectory: '../../coverage/libs/k8s-auth',
 };

@@ -1,11 +1,33 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { Counter, Histogram, type Registry, register as globalRegistry } from 'prom-client';
+import { Counter, Histogram, register as globalRegistry } from 'prom-client';
 import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
 import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
 
 type ReviewOutcome = 'accepted' | 'refused' | 'error';
 type AccessReviewOutcome = 'allowed' | 'denied' | 'error';
 export type Decision = 'allowed' | 'unauthenticated' | 'forbidden' | 'bad_request' | 'unavailable';
+
+const LATENCY_BUCKETS = [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+/** Each metric of the library: name, help text, and its one label. */
+const METRICS = {
+  reviews: ['k8s_auth_token_review_duration_seconds', 'TokenReview calls to the API server, by outcome', 'outcome'],
+  cache: ['k8s_auth_review_cache_lookups_total', 'Review cache lookups, by result', 'result'],
+  decisions: ['k8s_auth_guard_decisions_total', 'Decisions of ServiceAccountGuard, by result', 'decision'],
+  accessReviews: [
+    'k8s_auth_subject_access_review_duration_seconds',
+    'SubjectAccessReview calls to the API server, by outcome',
+    'outcome',
+  ],
+  accessCache: ['k8s_auth_access_cache_lookups_total', 'SubjectAccessReview cache lookups, by result', 'result'],
+  jwksFetches: [
+    'k8s_auth_jwks_fetches_total',
+    "Fetches of the API server's token signing keys for local verification, by outcome",
+    'outcome',
+  ],
+} as const;
+
+type Spec<L extends string> = readonly [name: string, help: string, label: L];
 
 /**
  * Review counters and latency through prom-client. Labels are fixed words: never a token, a caller
@@ -23,74 +45,19 @@ export class K8sAuthMetrics {
   constructor(@Inject(MODULE_OPTIONS_TOKEN) options: K8sAuthModuleOptions) {
     if (options.metrics === false) return;
     const registry = options.metrics ?? globalRegistry;
-    this.reviews = existing(
-      registry,
-      'k8s_auth_token_review_duration_seconds',
-      (registers) =>
-        new Histogram({
-          name: 'k8s_auth_token_review_duration_seconds',
-          help: 'TokenReview calls to the API server, by outcome',
-          labelNames: ['outcome'],
-          buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-          registers,
-        }),
-    );
-    this.cache = existing(
-      registry,
-      'k8s_auth_review_cache_lookups_total',
-      (registers) =>
-        new Counter({
-          name: 'k8s_auth_review_cache_lookups_total',
-          help: 'Review cache lookups, by result',
-          labelNames: ['result'],
-          registers,
-        }),
-    );
-    this.decisions = existing(
-      registry,
-      'k8s_auth_guard_decisions_total',
-      (registers) =>
-        new Counter({
-          name: 'k8s_auth_guard_decisions_total',
-          help: 'Decisions of ServiceAccountGuard, by result',
-          labelNames: ['decision'],
-          registers,
-        }),
-    );
-    this.accessReviews = existing(
-      registry,
-      'k8s_auth_subject_access_review_duration_seconds',
-      (registers) =>
-        new Histogram({
-          name: 'k8s_auth_subject_access_review_duration_seconds',
-          help: 'SubjectAccessReview calls to the API server, by outcome',
-          labelNames: ['outcome'],
-          buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-          registers,
-        }),
-    );
-    this.accessCache = existing(
-      registry,
-      'k8s_auth_access_cache_lookups_total',
-      (registers) =>
-        new Counter({
-          name: 'k8s_auth_access_cache_lookups_total',
-          help: 'SubjectAccessReview cache lookups, by result',
-          labelNames: ['result'],
-          registers,
-        }),
-    );
-    this.jwksFetches = existing(
-      registry,
-      'k8s_auth_jwks_fetches_total',
-      (registers) =>
-        new Counter({
-          name: 'k8s_auth_jwks_fetches_total',
-          help: "Fetches of the API server's token signing keys for local verification, by outcome",
-          labelNames: ['outcome'],
-          registers,
-        }),
-    );
+    // Several apps (or test modules) in one process share a registry: a metric already there is reused.
+    const histogram = <L extends string>([name, help, label]: Spec<L>) =>
+      (registry.getSingleMetric(name) as Histogram<L> | undefined) ??
+      new Histogram({ name, help, labelNames: [label], buckets: LATENCY_BUCKETS, registers: [registry] });
+    const counter = <L extends string>([name, help, label]: Spec<L>) =>
+      (registry.getSingleMetric(name) as Counter<L> | undefined) ??
+      new Counter({ name, help, labelNames: [label], registers: [registry] });
+    this.reviews = histogram(METRICS.reviews);
+    this.cache = counter(METRICS.cache);
+    this.decisions = counter(METRICS.decisions);
+    this.accessReviews = histogram(METRICS.accessReviews);
+    this.accessCache = counter(METRICS.accessCache);
+    this.jwksFetches = counter(METRICS.jwksFetches);
   }
 
   cacheLookup(hit: boolean): void {
@@ -118,9 +85,4 @@ export class K8sAuthMetrics {
   decision(decision: Decision): void {
     this.decisions?.inc({ decision });
   }
-}
-
-/** Several apps (or test modules) in one process share a registry: reuse a metric already there. */
-function existing<T>(registry: Registry, name: string, create: (registers: Registry[]) => T): T {
-  return (registry.getSingleMetric(name) as T | undefined) ?? create([registry]);
 }
