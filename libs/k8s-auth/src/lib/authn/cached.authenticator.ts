@@ -24,8 +24,8 @@ export class CachedAuthenticator implements TokenAuthenticator {
   private readonly salt = randomBytes(32).toString('base64');
   private readonly acceptances: LRUCache<string, AuthenticationResult> | undefined;
   private readonly refusals: LRUCache<string, AuthenticationResult> | undefined;
-  // lru-cache's fetch() would coalesce too, but builds an AbortController per new key, which costs nearly as much as a
-  // local verification (docs/design.md); the questions being answered are kept in a plain map instead.
+  // lru-cache's fetch() would coalesce too, but builds an AbortController per new key (bench/README.md has the
+  // cost); the questions being answered are kept in a plain map instead.
   private readonly pending = new Map<string, Promise<AuthenticationResult>>();
 
   constructor(
