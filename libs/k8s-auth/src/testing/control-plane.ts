@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type BinaryOptions, ensureControlPlaneBinaries } from './control-plane-binaries';
 import { ControlPlaneError } from './control-plane-error';
+import { recordOwner, removeLeftovers } from './leftovers';
 import { ManagedProcess, removeOnExit } from './managed-process';
 
 export interface ControlPlaneOptions extends BinaryOptions {
@@ -62,6 +63,7 @@ export interface ControlPlaneState {
 }
 
 const PORT_ATTEMPTS = 4;
+const DIR_PREFIX = 'k8s-auth-control-plane-';
 const SERVICE_CLUSTER_IP_RANGE = '10.0.0.0/24';
 
 /**
@@ -74,15 +76,26 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
 
   const binaries = await ensureControlPlaneBinaries(options);
   const timeoutMs = options.startTimeoutMs ?? 60_000;
-  const dir = await fs.mkdtemp(join(tmpdir(), 'k8s-auth-control-plane-'));
+  const removed = await removeLeftovers(tmpdir(), DIR_PREFIX);
+  if (removed.length > 0) {
+    process.stderr.write(
+      `[control-plane] removed control planes left running by processes that were killed:\n${removed.map((r) => `  ${r}\n`).join('')}`,
+    );
+  }
+  const dir = await fs.mkdtemp(join(tmpdir(), DIR_PREFIX));
   const forget = options.persistent ? () => undefined : removeOnExit(dir);
   const processes: ManagedProcess[] = [];
+  // The record that lets a later start clean up after this process if it dies with its reaper (never for `up`).
+  const record = () => {
+    if (!options.persistent) recordOwner(dir, processes);
+  };
   const stopAll = async () => {
     await Promise.all(processes.map((p) => p.stop()));
     await fs.rm(dir, { recursive: true, force: true });
     forget();
   };
   try {
+    record();
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const signingKey = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
     const adminToken = randomBytes(32).toString('base64url');
@@ -98,6 +111,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         persistent: options.persistent,
       });
       processes.push(proc);
+      record();
       await proc.waitUntilReady(() => httpOk(`http://127.0.0.1:${client}/health`), timeoutMs);
       return { proc, url: `http://127.0.0.1:${client}` };
     });
@@ -109,6 +123,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         persistent: options.persistent,
       });
       processes.push(proc);
+      record();
       const port = Number(/--secure-port=(\d+)/.exec(args.join(' '))?.[1]);
       await proc.waitUntilReady(() => apiServerReady(dir, port, adminToken), timeoutMs);
       return proc;

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { ControlPlaneError } from './control-plane-error';
+import { removeDirIfDead, watchProcessGroup } from './reaper';
 
 const LOG_TAIL_LINES = 40;
 const LOG_TAIL_BYTES = 16 * 1024;
@@ -20,6 +21,8 @@ export interface ManagedProcessOptions {
 /**
  * A server process of the control plane: started in its own process group, so that stopping it
  * stops everything it started, and killed by its own pid when this process exits or is interrupted.
+ * Where those hooks never run (SIGKILL; inside Jest, whose test files get a copy of `process` that
+ * receives no signal and no `exit`), the reaper kills it when this process is gone.
  */
 export class ManagedProcess {
   private readonly child: ChildProcess;
@@ -45,6 +48,8 @@ export class ManagedProcess {
     } finally {
       closeSync(log);
     }
+    const forget =
+      options.persistent || this.child.pid === undefined ? () => undefined : watchProcessGroup(this.child.pid);
     this.exited = new Promise<void>((resolve) => {
       this.child.on('error', (err) => {
         this.exit = { code: null, signal: null, error: `could not start ${binary}: ${err.message}` };
@@ -54,7 +59,10 @@ export class ManagedProcess {
         this.exit = { code, signal };
         resolve();
       });
-    }).finally(() => liveProcesses.delete(this));
+    }).finally(() => {
+      liveProcesses.delete(this);
+      forget();
+    });
     if (options.persistent) {
       this.child.unref();
     } else {
@@ -146,11 +154,15 @@ const liveProcesses = new Set<ManagedProcess>();
 const foldersToRemove = new Set<string>();
 let hooksInstalled = false;
 
-/** Removes `dir` when this process exits, even if nobody called stop(). */
+/** Removes `dir` when this process exits or dies, even if nobody called stop(). */
 export function removeOnExit(dir: string): () => void {
   foldersToRemove.add(dir);
   installExitHooks();
-  return () => foldersToRemove.delete(dir);
+  const keep = removeDirIfDead(dir);
+  return () => {
+    foldersToRemove.delete(dir);
+    keep();
+  };
 }
 
 function killEverything(): void {
