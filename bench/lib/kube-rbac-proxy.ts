@@ -1,13 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { join, resolve } from 'node:path';
-import {
-  defaultCacheDirectory,
-  ensureGoBinaries,
-  freePort,
-  goBuildKey,
-  ManagedProcess,
-  readGoMod,
-} from '@k8s-auth/nestjs/testing';
+import { ensureGoBinaries, freePort, goBuildKey, ManagedProcess, readGoMod } from '@k8s-auth/internal/testing';
+import { defaultCacheDirectory } from '@k8s-auth/nestjs/testing';
 
 /** The wrapper module that pins kube-rbac-proxy, beside the control plane's build cache. */
 const MODULE_DIR = resolve(__dirname, '..', 'kube-rbac-proxy');

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import request from 'supertest';
-import { countApiServerRequests, freePort, mintServiceAccountToken } from '@k8s-auth/nestjs/testing';
+import { freePort } from '@k8s-auth/internal/testing';
+import { countApiServerRequests, mintServiceAccountToken } from '@k8s-auth/nestjs/testing';
 import type { BuiltService } from '@k8s-auth/service-runtime/testing';
 import { ACCOUNTS, type DemoEnvironment, startDemoEnvironment } from './demo-environment';
 

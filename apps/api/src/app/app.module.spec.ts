@@ -1,6 +1,7 @@
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { freePort, RecordingLogger, type RecordingServer, startRecordingServer } from '@k8s-auth/nestjs/testing';
+import { freePort } from '@k8s-auth/internal/testing';
+import { RecordingLogger, type RecordingServer, startRecordingServer } from '@k8s-auth/nestjs/testing';
 import { serviceAdapter } from '@k8s-auth/service-runtime';
 import axios from 'axios';
 import { randomBytes } from 'node:crypto';

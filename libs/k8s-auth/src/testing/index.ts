@@ -3,18 +3,14 @@
  * helpers to create service accounts, pods and tokens in it, so that tests prove auth decisions
  * against the real API server.
  */
-export { freePort, startControlPlane, stopControlPlaneByState } from './control-plane';
+export { startControlPlane, stopControlPlaneByState } from './control-plane';
 export type { ControlPlane, ControlPlaneOptions, ControlPlaneState } from './control-plane';
 export { ensureControlPlaneBinaries, controlPlaneVersions, defaultCacheDirectory } from './control-plane-binaries';
 export type { BinaryOptions, ControlPlaneBinaries } from './control-plane-binaries';
 export { ControlPlaneError } from './control-plane-error';
-export { ensureGoBinaries, goBuildKey, readGoMod } from './go-binaries';
-export type { GoBinary, GoBuildOptions } from './go-binaries';
-export { ManagedProcess } from './managed-process';
 export { RecordingLogger } from './recording-logger';
 export { startRecordingServer } from './recording-server';
 export type { RecordedRequest, RecordingServer } from './recording-server';
-export type { ManagedProcessOptions } from './managed-process';
 export {
   bindClusterRole,
   countApiServerRequests,

@@ -1,4 +1,4 @@
-import { ManagedProcess } from '@k8s-auth/nestjs/testing';
+import { ManagedProcess } from '@k8s-auth/internal/testing';
 import { closeSync, openSync, promises as fs } from 'node:fs';
 import { join, resolve } from 'node:path';
 

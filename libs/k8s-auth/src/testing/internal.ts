@@ -1,0 +1,9 @@
+/**
+ * What the testing kit needs itself, and the workspace's suites and benchmark use too (`@k8s-auth/internal/testing`,
+ * a workspace path): not part of the published entry, and free to change.
+ */
+export { freePort } from './control-plane';
+export { ensureGoBinaries, goBuildKey, readGoMod } from './go-binaries';
+export type { GoBinary, GoBuildOptions } from './go-binaries';
+export { ManagedProcess } from './managed-process';
+export type { ManagedProcessOptions } from './managed-process';
