@@ -1,7 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { Counter, Histogram, type Registry, register as globalRegistry } from 'prom-client';
-import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
-import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
 
 type ReviewOutcome = 'accepted' | 'refused' | 'error';
 type AccessReviewOutcome = 'allowed' | 'denied' | 'error';
@@ -20,9 +19,9 @@ export class K8sAuthMetrics {
   private readonly accessCache?: Counter<'result'>;
   private readonly jwksFetches?: Counter<'outcome'>;
 
-  constructor(@Inject(MODULE_OPTIONS_TOKEN) options: K8sAuthModuleOptions) {
-    if (options.metrics === false) return;
-    const registry = options.metrics ?? globalRegistry;
+  constructor(@Inject(RESOLVED_OPTIONS) options: Pick<ResolvedOptions, 'metrics'>) {
+    const registry = options.metrics;
+    if (registry === false) return;
     this.reviews = existing(
       registry,
       'k8s_auth_token_review_duration_seconds',
