@@ -1,6 +1,6 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import type { TokenVerification } from '@k8s-auth/nestjs';
+import { TOKEN_VERIFICATIONS } from '@k8s-auth/nestjs';
 import { type SuiteContext } from './support/context';
 import { ACCOUNTS, type RunningService } from './support/environment';
 import { decodeJwt, retimedClaims, signRs256, withHeader } from './support/forge';
@@ -29,7 +29,6 @@ const LONGEST_LINE = 2_000;
 /** Characters that end, overwrite or reorder a line, or steer a terminal, when written raw (tab aside). */
 const RAW_CONTROL = /[\p{Cc}\p{Zl}\p{Zp}\u200e\u200f\u202a-\u202e\u2066-\u2069]/u;
 const hasRawControl = (line: string) => RAW_CONTROL.test(line.replaceAll('\t', ' '));
-const MODES: readonly TokenVerification[] = ['tokenReview', 'local', 'local+review', 'local+watch'];
 
 interface Place {
   name: string;
@@ -101,7 +100,7 @@ export function describeLogInjection(ctx: SuiteContext): void {
       ];
     });
 
-    it.each(MODES.map((mode) => [mode]))(
+    it.each(TOKEN_VERIFICATIONS.map((mode) => [mode]))(
       'writes every hostile value escaped and cut short, in verification mode %s',
       async (mode) => {
         const store = await ctx.env.startSecretStore({ env: { VERIFICATION: mode } });

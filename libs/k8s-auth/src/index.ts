@@ -10,7 +10,7 @@ export { ServiceAccountGuard } from './lib/guard/service-account.guard';
 export { Audience, AllowServiceAccounts, AllowNamespaces, PublicRoute } from './lib/guard/k8s-auth.decorators';
 export { RequireAccess } from './lib/authz/require-access.decorator';
 export { Caller } from './lib/guard/caller.decorator';
-export { API_SERVER_AUDIENCE } from './lib/module/k8s-auth.constants';
+export { API_SERVER_AUDIENCE, TOKEN_VERIFICATIONS } from './lib/module/k8s-auth.constants';
 export {
   AuthenticationUnavailableError,
   ReviewUnavailableError,
@@ -42,5 +42,6 @@ export type { TokenSource } from './lib/outgoing/token-source';
 export { attachServiceAccountToken } from './lib/outgoing/outgoing-token.axios';
 export type { AttachTokenOptions, AxiosInstanceLike } from './lib/outgoing/outgoing-token.axios';
 export { PolicyConfigurationError } from './lib/guard/route-policy';
+export { TOKEN_HEADERS } from './lib/guard/bearer-token';
 export type { TokenHeader } from './lib/guard/bearer-token';
 export { logSafe } from './lib/observability/log-safe';

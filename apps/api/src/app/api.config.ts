@@ -1,4 +1,4 @@
-import type { TokenSourceOptions } from '@k8s-auth/nestjs';
+import { TOKEN_HEADERS, type TokenHeader, type TokenSourceOptions } from '@k8s-auth/nestjs';
 
 export interface ApiConfig {
   /** Where the secret store answers. */
@@ -6,7 +6,7 @@ export interface ApiConfig {
   /** This service's own token for the secret store: a projected file, or TokenRequest outside a cluster. */
   secretStoreToken: TokenSourceOptions;
   /** How the token is sent: `Authorization: Bearer` or the seed's `X-Client-Id`. */
-  tokenHeader: 'authorization' | 'x-client-id';
+  tokenHeader: TokenHeader;
   /** How long a call to the secret store may take. */
   secretStoreTimeoutMs: number;
   /** The audience this service's own guarded routes accept. */
@@ -16,8 +16,8 @@ export interface ApiConfig {
 /** Reads the environment; a bad value stops start-up with a message that names the variable. */
 export function readApiConfig(env: NodeJS.ProcessEnv = process.env): ApiConfig {
   const tokenHeader = env['TOKEN_HEADER'] ?? 'authorization';
-  if (tokenHeader !== 'authorization' && tokenHeader !== 'x-client-id') {
-    throw new Error(`TOKEN_HEADER must be 'authorization' or 'x-client-id', not '${tokenHeader}'`);
+  if (!isTokenHeader(tokenHeader)) {
+    throw new Error(`TOKEN_HEADER must be ${TOKEN_HEADERS.map((h) => `'${h}'`).join(' or ')}, not '${tokenHeader}'`);
   }
   const timeout = Number(env['SECRET_STORE_TIMEOUT_MS'] ?? 5000);
   if (!Number.isInteger(timeout) || timeout <= 0) {
@@ -42,4 +42,8 @@ export function readApiConfig(env: NodeJS.ProcessEnv = process.env): ApiConfig {
     secretStoreTimeoutMs: timeout,
     audience: env['API_AUDIENCE'] ?? 'api',
   };
+}
+
+function isTokenHeader(value: string): value is TokenHeader {
+  return (TOKEN_HEADERS as readonly string[]).includes(value);
 }

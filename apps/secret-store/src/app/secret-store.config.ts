@@ -1,4 +1,4 @@
-import type { TokenVerification } from '@k8s-auth/nestjs';
+import { TOKEN_VERIFICATIONS, type TokenVerification } from '@k8s-auth/nestjs';
 
 export interface SecretStoreConfig {
   /**
@@ -18,16 +18,14 @@ export interface SecretStoreConfig {
   maxCacheEntries?: number;
 }
 
-const VERIFICATIONS: readonly TokenVerification[] = ['tokenReview', 'local', 'local+review', 'local+watch'];
-
 export function readSecretStoreConfig(env: NodeJS.ProcessEnv = process.env): SecretStoreConfig {
   const mode = env['AUTH_MODE'] ?? 'projected';
   if (mode !== 'projected' && mode !== 'legacy') {
     throw new Error(`AUTH_MODE must be 'projected' or 'legacy', not '${mode}'`);
   }
-  const verification = (env['VERIFICATION'] ?? 'tokenReview') as TokenVerification;
-  if (!VERIFICATIONS.includes(verification)) {
-    throw new Error(`VERIFICATION must be one of ${VERIFICATIONS.join(', ')}, not '${verification}'`);
+  const verification = env['VERIFICATION'] ?? 'tokenReview';
+  if (!isTokenVerification(verification)) {
+    throw new Error(`VERIFICATION must be one of ${TOKEN_VERIFICATIONS.join(', ')}, not '${verification}'`);
   }
   if (mode === 'legacy' && verification !== 'tokenReview') {
     throw new Error(`VERIFICATION=${verification} needs AUTH_MODE=projected: legacy tokens are only reviewed`);
@@ -38,6 +36,10 @@ export function readSecretStoreConfig(env: NodeJS.ProcessEnv = process.env): Sec
     verification,
     maxCacheEntries: readCount(env, 'CACHE_MAX_ENTRIES'),
   };
+}
+
+function isTokenVerification(value: string): value is TokenVerification {
+  return (TOKEN_VERIFICATIONS as readonly string[]).includes(value);
 }
 
 /** A non-negative integer from `env[name]`, or undefined when it is not set. */

@@ -3,6 +3,7 @@ import { LRUCache } from 'lru-cache';
 import type { AuthenticationResult, TokenAuthenticator } from './authentication.types';
 import type { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 
+/** Checked at start-up, as the options they come from (`resolveOptions`). */
 export interface AnswerCacheOptions {
   /** Bound of each cache (acceptances, refusals); 0 turns caching off (concurrent questions still share one answer). */
   maxEntries: number;
@@ -33,9 +34,6 @@ export class CachedAuthenticator implements TokenAuthenticator {
     private readonly options: AnswerCacheOptions,
     private readonly metrics: K8sAuthMetrics,
   ) {
-    if (!Number.isSafeInteger(options.maxEntries) || options.maxEntries < 0) {
-      throw new RangeError(`maxCacheEntries must be a non-negative integer, got ${options.maxEntries}`);
-    }
     if (options.maxEntries === 0) return;
     this.acceptances = new LRUCache({ max: options.maxEntries });
     this.refusals = new LRUCache({ max: options.maxEntries });

@@ -30,6 +30,7 @@ import {
 } from '../../testing';
 import { API, DATA_STORE, GuardedApps, mintToken, REVIEWER, sleep } from '../guarded-apps.spec-support';
 import { DEFAULTS } from '../module/k8s-auth.constants';
+import { resolveOptions } from '../module/resolved-options';
 import { KubernetesApiClient, KubernetesApiError } from '../kube/kubernetes-api.client';
 
 // Every decision of local verification against a real kube-apiserver, side by side with what TokenReview decides
@@ -415,7 +416,7 @@ describe('local verification against a real API server', () => {
 
     /** Whether the reviewer (the app's own account) may read the discovery document now. */
     async function mayReadDiscovery(): Promise<boolean> {
-      const client = new KubernetesApiClient({ kubeconfig, retries: 0 });
+      const client = new KubernetesApiClient(resolveOptions({ kubeconfig, retries: 0 }));
       try {
         await client.get('/.well-known/openid-configuration');
         return true;

@@ -5,6 +5,7 @@ import { AuthenticationUnavailableError } from './authentication.types';
 import { FakeApiServer, ISSUER } from './fake-api-server.spec-support';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
+import { resolveOptions } from '../module/resolved-options';
 import { KubernetesApiError } from '../kube/kubernetes-api.client';
 import { LocalJwtAuthenticator } from './local-jwt.authenticator';
 import { SigningKeys } from './signing-keys';
@@ -254,7 +255,7 @@ describe('LocalJwtAuthenticator', () => {
   describe('as the module composes it (createTokenAuthenticator)', () => {
     const create = (options: K8sAuthModuleOptions) =>
       createTokenAuthenticator(
-        { audiences: ['secret-store'], ...options },
+        resolveOptions({ audiences: ['secret-store'], ...options }),
         api.client,
         new K8sAuthMetrics({ metrics: false }),
       );

@@ -35,7 +35,7 @@ import { API, DATA_STORE, GuardedApps, REVIEWER, sleep } from '../guarded-apps.s
 const TOKEN_ONLY_REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: 'token-reviews-only' };
 
 const STORE = 'secret-store.example.com';
-const RBAC_EXAMPLE = join(__dirname, '../../../../k8s/base/secret-store-rbac.yaml');
+const RBAC_EXAMPLE = join(__dirname, '../../../../../k8s/base/secret-store-rbac.yaml');
 
 // What k8s/base/secret-store-rbac.yaml grants api/api.
 const READ_SECRET: ResourceAccessCheck = {

@@ -4,6 +4,7 @@ import type { ResourceAttributes } from './access-check';
 import { AccessReviewer, interpretAccessReview, subjectAccessReviewSpec } from './access-reviewer';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
+import { resolveOptions } from '../module/resolved-options';
 import { type KubernetesApiClient, KubernetesApiError } from '../kube/kubernetes-api.client';
 import { type CallerIdentity, AuthenticationUnavailableError } from '../authn/authentication.types';
 import { createTokenAuthenticator } from '../authn/token-authenticator.provider';
@@ -129,7 +130,11 @@ describe('AccessReviewer', () => {
   let warnings: jest.SpyInstance;
 
   function reviewer(options: K8sAuthModuleOptions = {}): AccessReviewer {
-    return new AccessReviewer(options, api as unknown as KubernetesApiClient, new K8sAuthMetrics({ metrics: false }));
+    return new AccessReviewer(
+      resolveOptions(options),
+      api as unknown as KubernetesApiClient,
+      new K8sAuthMetrics({ metrics: false }),
+    );
   }
 
   beforeEach(() => {
@@ -328,7 +333,7 @@ describe('AccessReviewer', () => {
     api.answer = () => ({ authenticated: false });
     const options = { maxReviewsInFlight: 1, maxAccessReviewsInFlight: 1 };
     const metrics = new K8sAuthMetrics({ metrics: false });
-    const tokens = createTokenAuthenticator(options, api as unknown as KubernetesApiClient, metrics);
+    const tokens = createTokenAuthenticator(resolveOptions(options), api as unknown as KubernetesApiClient, metrics);
     const r = reviewer(options);
     const token = (n: number) => signJwt(tokenKey, { sub: 'system:serviceaccount:api:api', n, exp: 4102444800 });
 
@@ -346,12 +351,18 @@ describe('AccessReviewer', () => {
   });
 
   it.each([
-    [{ maxAccessReviewsInFlight: 0 }, 'maxAccessReviewsInFlight must be a positive integer, got 0'],
-    [{ maxAccessReviewsInFlight: 1.5 }, 'maxAccessReviewsInFlight must be a positive integer, got 1.5'],
-    [{ maxCacheEntries: -1 }, 'maxCacheEntries must be a non-negative integer, got -1'],
-    [{ accessCacheTtlMs: Number.NaN }, 'accessCacheTtlMs must be a non-negative number, got NaN'],
-    [{ accessDenyCacheTtlMs: -5 }, 'accessDenyCacheTtlMs must be a non-negative number, got -5'],
+    [
+      { maxAccessReviewsInFlight: 0 },
+      'K8sAuthModule option maxAccessReviewsInFlight must be a positive integer, got 0',
+    ],
+    [
+      { maxAccessReviewsInFlight: 1.5 },
+      'K8sAuthModule option maxAccessReviewsInFlight must be a positive integer, got 1.5',
+    ],
+    [{ maxCacheEntries: -1 }, 'K8sAuthModule option maxCacheEntries must be a non-negative integer, got -1'],
+    [{ accessCacheTtlMs: Number.NaN }, 'K8sAuthModule option accessCacheTtlMs must be a non-negative number, got NaN'],
+    [{ accessDenyCacheTtlMs: -5 }, 'K8sAuthModule option accessDenyCacheTtlMs must be a non-negative number, got -5'],
   ])('refuses %j as it is built, naming the option', (options, message) => {
-    expect(() => reviewer(options)).toThrow(new RangeError(message));
+    expect(() => reviewer(options)).toThrow(new Error(message));
   });
 });

@@ -2,13 +2,10 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
 import { hash } from 'node:crypto';
 import { type AccessAttributes, describeAccess, type ResourceAttributes } from './access-check';
-import { DEFAULTS } from '../module/k8s-auth.constants';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
-import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
-import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
+import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
 import { KubernetesApiClient, reviewUnavailable } from '../kube/kubernetes-api.client';
 import { logSafe } from '../observability/log-safe';
-import { nonNegative, nonNegativeInteger, positive } from '../module/option-checks';
 import { type CallerIdentity, AuthenticationUnavailableError } from '../authn/authentication.types';
 
 /** The API server's answer to one SubjectAccessReview. `reason` is for logs, never for the caller. */
@@ -37,6 +34,12 @@ interface SubjectAccessReviewStatus {
 
 const PATH = '/apis/authorization.k8s.io/v1/subjectaccessreviews';
 
+/** The options the reviewer reads, resolved and checked at start-up. */
+export type AccessReviewerOptions = Pick<
+  ResolvedOptions,
+  'accessCacheTtlMs' | 'accessDenyCacheTtlMs' | 'maxAccessReviewsInFlight' | 'maxCacheEntries'
+>;
+
 /**
  * Asks the API server (SubjectAccessReview) whether a caller may do something, as RBAC (or whatever
  * authorizer the cluster runs) decides. Decisions are cached under a hash of the whole review (user, uid, groups,
@@ -59,17 +62,15 @@ export class AccessReviewer {
   private inFlight = 0;
 
   constructor(
-    @Inject(MODULE_OPTIONS_TOKEN) options: K8sAuthModuleOptions,
+    @Inject(RESOLVED_OPTIONS) options: AccessReviewerOptions,
     private readonly api: KubernetesApiClient,
     private readonly metrics: K8sAuthMetrics,
   ) {
-    this.allowTtlMs = nonNegative('accessCacheTtlMs', options.accessCacheTtlMs ?? DEFAULTS.accessCacheTtlMs);
-    this.denyTtlMs = nonNegative('accessDenyCacheTtlMs', options.accessDenyCacheTtlMs ?? DEFAULTS.accessDenyCacheTtlMs);
-    this.maxInFlight = positive(
-      'maxAccessReviewsInFlight',
-      options.maxAccessReviewsInFlight ?? DEFAULTS.maxAccessReviewsInFlight,
-    );
-    const max = nonNegativeInteger('maxCacheEntries', options.maxCacheEntries ?? DEFAULTS.maxCacheEntries);
+    // lru-cache reads a TTL of 0 as "no TTL".
+    this.allowTtlMs = Math.max(1, options.accessCacheTtlMs);
+    this.denyTtlMs = Math.max(1, options.accessDenyCacheTtlMs);
+    this.maxInFlight = options.maxAccessReviewsInFlight;
+    const max = options.maxCacheEntries;
     if (max > 0) {
       this.allowed = new LRUCache({ max });
       this.denied = new LRUCache({ max });
@@ -95,8 +96,8 @@ export class AccessReviewer {
       decision = this.ask(spec).then(
         (answer) => {
           this.pending.delete(key);
-          if (answer.allowed) this.allowed?.set(key, answer, { ttl: Math.max(1, this.allowTtlMs) });
-          else this.denied?.set(key, answer, { ttl: Math.max(1, this.denyTtlMs) });
+          if (answer.allowed) this.allowed?.set(key, answer, { ttl: this.allowTtlMs });
+          else this.denied?.set(key, answer, { ttl: this.denyTtlMs });
           return answer;
         },
         (err: unknown) => {

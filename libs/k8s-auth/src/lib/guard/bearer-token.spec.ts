@@ -1,13 +1,15 @@
 import { createHash, randomBytes } from 'node:crypto';
-import {
-  DEFAULT_MAX_TOKEN_BYTES,
-  extractToken,
-  isCanonicalJws,
-  TokenExtraction,
-  TokenHeader,
-  tokenHeadersOf,
-} from './bearer-token';
+import { extractToken as extract, isCanonicalJws, TokenExtraction, TokenHeader, tokenHeadersOf } from './bearer-token';
 import { tokenFingerprint } from '../observability/log-safe';
+import { DEFAULTS } from '../module/k8s-auth.constants';
+import { resolveOptions } from '../module/resolved-options';
+
+// The guard passes the resolved maxTokenBytes; these cases use the default unless they name another.
+const extractToken = (
+  headers: Parameters<typeof extract>[0],
+  accepted: readonly TokenHeader[],
+  maxTokenBytes: number = DEFAULTS.maxTokenBytes,
+) => extract(headers, accepted, maxTokenBytes);
 
 // A JWT-shaped string built here, so no credential-looking literal lives in the repository.
 function testJwt(payload: object = { sub: 'system:serviceaccount:team-a:billing' }): string {
@@ -193,17 +195,21 @@ describe('extractToken', () => {
       expectMalformed(extractToken({ authorization: `Bearer ${exact}` }, both, 101), /longer than 101 bytes/);
     });
 
-    it('applies DEFAULT_MAX_TOKEN_BYTES (16 KiB) by default', () => {
-      expect(DEFAULT_MAX_TOKEN_BYTES).toBe(16384);
+    it('applies the default maxTokenBytes (16 KiB) when the option is not set', () => {
+      const { maxTokenBytes } = resolveOptions({});
+      expect(maxTokenBytes).toBe(16384);
       const segment = (length: number) => `${'x'.repeat(length - 1)}A`;
-      const atLimit = `${segment(8000)}.${segment(8000)}.${segment(DEFAULT_MAX_TOKEN_BYTES - 16002)}`;
-      expect(atLimit).toHaveLength(DEFAULT_MAX_TOKEN_BYTES);
-      expect(extractToken({ 'x-client-id': atLimit }, both).kind).toBe('token');
-      expectMalformed(extractToken({ 'x-client-id': `${atLimit}x` }, both), /longer than 16384 bytes/);
+      const atLimit = `${segment(8000)}.${segment(8000)}.${segment(maxTokenBytes - 16002)}`;
+      expect(atLimit).toHaveLength(maxTokenBytes);
+      expect(extract({ 'x-client-id': atLimit }, both, maxTokenBytes).kind).toBe('token');
+      expectMalformed(extract({ 'x-client-id': `${atLimit}x` }, both, maxTokenBytes), /longer than 16384 bytes/);
     });
 
-    it.each([0, -1, 1.5, Number.NaN])('rejects maxTokenBytes %p', (maxTokenBytes) => {
-      expect(() => extractToken({ 'x-client-id': token }, both, maxTokenBytes)).toThrow(RangeError);
+    // Checked once, as the module starts, rather than on every request.
+    it.each([0, -1, 1.5, Number.NaN])('refuses maxTokenBytes %p at start-up', (maxTokenBytes) => {
+      expect(() => resolveOptions({ maxTokenBytes })).toThrow(
+        `K8sAuthModule option maxTokenBytes must be a positive integer, got ${maxTokenBytes}`,
+      );
     });
   });
 

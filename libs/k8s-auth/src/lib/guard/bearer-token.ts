@@ -1,14 +1,13 @@
 /** Request headers that may carry a caller's ServiceAccount token (Node lower-cases header names). */
-export type TokenHeader = 'authorization' | 'x-client-id';
+export const TOKEN_HEADERS = ['authorization', 'x-client-id'] as const;
+
+export type TokenHeader = (typeof TOKEN_HEADERS)[number];
 
 export type TokenExtraction =
   | { kind: 'token'; token: string; header: TokenHeader }
   | { kind: 'missing' }
   /** `reason` is safe to log: it never contains the token or any part of the header value. */
   | { kind: 'malformed'; reason: string };
-
-/** Kubernetes ServiceAccount tokens are ~1 KB; anything far bigger is not one and should not reach the API server. */
-export const DEFAULT_MAX_TOKEN_BYTES = 16 * 1024;
 
 // Visible ASCII plus space and tab: everything else (control characters, DEL, non-ASCII) is refused.
 const FORBIDDEN_CHARACTER = /[^\x20-\x7e\t]/;
@@ -21,18 +20,15 @@ const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const BEARER_JWT = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
 
 /**
- * Reads the caller's token from the first of `accepted` present in `headers`, strictly: anything unusual is
+ * Reads the caller's token from the one of `accepted` present in `headers`, strictly: anything unusual is
  * reported as malformed rather than guessed at, so a confused or hostile request never reaches TokenReview.
+ * `maxTokenBytes` is a positive integer, checked once at start-up (`resolveOptions`), not here on every request.
  */
 export function extractToken(
   headers: Record<string, string | string[] | undefined>,
   accepted: readonly TokenHeader[],
-  maxTokenBytes = DEFAULT_MAX_TOKEN_BYTES,
+  maxTokenBytes: number,
 ): TokenExtraction {
-  if (!Number.isSafeInteger(maxTokenBytes) || maxTokenBytes < 1) {
-    throw new RangeError(`maxTokenBytes must be a positive integer, got ${maxTokenBytes}`);
-  }
-
   // Fast path (every guarded request takes it): the thorough checks below would all pass. Anything else goes on to
   // them, which name what is wrong.
   const authorization = headers['authorization'];
@@ -48,12 +44,16 @@ export function extractToken(
     }
   }
 
-  const present = [...new Set(accepted)].filter((header) => headers[header] !== undefined);
-  if (present.length === 0) return { kind: 'missing' };
-  // RFC 6750 §2: a client must not use more than one method to send the token in a request.
-  if (present.length > 1) return malformed(`token in more than one header (${present.join(', ')})`);
+  // No list is built: a second header present is enough to refuse. A name listed twice counts once.
+  let header: TokenHeader | undefined;
+  for (const candidate of accepted) {
+    if (headers[candidate] === undefined || candidate === header) continue;
+    // RFC 6750 §2: a client must not use more than one method to send the token in a request.
+    if (header !== undefined) return malformed(`token in more than one header (${header}, ${candidate})`);
+    header = candidate;
+  }
+  if (header === undefined) return { kind: 'missing' };
 
-  const header = present[0];
   const value = headers[header];
   // Node folds repeated custom headers into 'a, b'; other sources may hand over an array.
   if (typeof value !== 'string') return malformed(`${header} header has several values`);

@@ -11,8 +11,7 @@ import {
   PUBLIC_ROUTE_KEY,
   REQUIRE_ACCESS_KEY,
 } from '../module/k8s-auth.constants';
-import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
-import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
+import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
 
 /** What a guarded route lets through, read from its decorators and its controller's. */
 export interface RoutePolicy {
@@ -122,7 +121,7 @@ export class RoutePolicies {
   readonly allChecked = new Promise<void>((resolve) => (this.markAllChecked = resolve));
 
   constructor(
-    @Inject(MODULE_OPTIONS_TOKEN) private readonly options: K8sAuthModuleOptions,
+    @Inject(RESOLVED_OPTIONS) private readonly options: Pick<ResolvedOptions, 'audiences'>,
     private readonly reflector: Reflector,
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,

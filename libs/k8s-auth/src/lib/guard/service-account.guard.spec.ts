@@ -23,6 +23,7 @@ import { Caller } from './caller.decorator';
 import { AllowServiceAccounts, Audience, PublicRoute } from './k8s-auth.decorators';
 import { K8sAuthModule } from '../module/k8s-auth.module';
 import { KubernetesApiClient } from '../kube/kubernetes-api.client';
+import { resolveOptions } from '../module/resolved-options';
 import { RequireAccess } from '../authz/require-access.decorator';
 import { ServiceAccountGuard } from './service-account.guard';
 
@@ -379,7 +380,7 @@ describe.each(ADAPTERS)('ServiceAccountGuard at start-up on %s', (_name, adapter
       process.env['HOME'] = home;
       delete process.env['KUBECONFIG'];
       delete process.env['KUBERNETES_SERVICE_HOST'];
-      const api = new KubernetesApiClient({});
+      const api = new KubernetesApiClient(resolveOptions({}));
       await expect(
         createApp(adapterFor(), logger, { ...fakes(), api }, { controllers: [WhoController] }),
       ).rejects.toThrow(

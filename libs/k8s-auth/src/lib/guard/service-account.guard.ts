@@ -22,12 +22,10 @@ import {
   type TokenAuthenticator,
 } from '../authn/authentication.types';
 import { extractToken, type RequestHeaders, tokenHeadersOf } from './bearer-token';
-import { DEFAULTS } from '../module/k8s-auth.constants';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import { debugEnabled, logSafe, tokenFingerprint } from '../observability/log-safe';
-import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
 import { KubernetesApiClient } from '../kube/kubernetes-api.client';
-import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
+import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
 import { isCallerAllowed, PolicyConfigurationError, RoutePolicies, type RoutePolicy } from './route-policy';
 
 // The identity the guard established for each request, for `@Caller()`: kept beside the request, so that the guard
@@ -64,15 +62,19 @@ export interface GuardedRequest {
 @Injectable()
 export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap {
   protected readonly logger = new Logger('ServiceAccountGuard');
+  /** `Retry-After` of a 503, as sent. */
+  private readonly retryAfter: string;
 
   constructor(
-    @Inject(MODULE_OPTIONS_TOKEN) protected readonly options: K8sAuthModuleOptions,
+    @Inject(RESOLVED_OPTIONS) protected readonly options: ResolvedOptions,
     @Inject(TOKEN_AUTHENTICATOR) protected readonly authenticator: TokenAuthenticator,
     protected readonly policies: RoutePolicies,
     protected readonly accessReviewer: AccessReviewer,
     protected readonly metrics: K8sAuthMetrics,
     private readonly api: KubernetesApiClient,
-  ) {}
+  ) {
+    this.retryAfter = String(options.retryAfterSeconds);
+  }
 
   /**
    * Checks every guarded route's decorators as the app starts, and that the API server can be reached with some
@@ -118,12 +120,8 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
    * Override to read it elsewhere; throw the result of {@link refusal} to refuse.
    */
   protected readToken(request: GuardedRequest, context: ExecutionContext): string {
-    const headers = this.options.tokenHeaders ?? DEFAULTS.tokenHeaders;
-    const extracted = extractToken(
-      tokenHeadersOf(request.raw ?? request, headers),
-      headers,
-      this.options.maxTokenBytes ?? DEFAULTS.maxTokenBytes,
-    );
+    const { tokenHeaders, maxTokenBytes } = this.options;
+    const extracted = extractToken(tokenHeadersOf(request.raw ?? request, tokenHeaders), tokenHeaders, maxTokenBytes);
     if (extracted.kind === 'token') return extracted.token;
     const missing = extracted.kind === 'missing';
     this.setHeader(context, 'WWW-Authenticate', missing ? 'Bearer' : 'Bearer error="invalid_request"');
@@ -210,7 +208,7 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
   }
 
   private unavailable(context: ExecutionContext, message: string): HttpException {
-    this.setHeader(context, 'Retry-After', String(this.options.retryAfterSeconds ?? DEFAULTS.retryAfterSeconds));
+    this.setHeader(context, 'Retry-After', this.retryAfter);
     return this.refusal(context, 'unavailable', new ServiceUnavailableException(message));
   }
 

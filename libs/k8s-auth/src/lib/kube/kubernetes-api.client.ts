@@ -6,9 +6,7 @@ import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions } from 'node:https';
 import { AuthenticationUnavailableError } from '../authn/authentication.types';
-import { DEFAULTS } from '../module/k8s-auth.constants';
-import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
-import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
+import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
 import { logSafe } from '../observability/log-safe';
 
 /**
@@ -16,6 +14,12 @@ import { logSafe } from '../observability/log-safe';
  * `forbidden` (this service's own credentials may not do it), `rejected` (any other 4xx).
  */
 export type KubernetesApiFailure = 'unavailable' | 'forbidden' | 'rejected';
+
+/** The options the client reads, resolved and checked at start-up. */
+export type KubernetesApiOptions = Pick<
+  ResolvedOptions,
+  'kubeconfig' | 'requestTimeoutMs' | 'retries' | 'maxReviewsInFlight' | 'maxAccessReviewsInFlight'
+>;
 
 export class KubernetesApiError extends Error {
   override readonly name = 'KubernetesApiError';
@@ -95,9 +99,9 @@ export class KubernetesApiClient implements OnApplicationShutdown {
   private loaded: { config: KubeConfig; server: URL } | undefined;
   private agent: HttpsAgent | HttpAgent | undefined;
 
-  constructor(@Inject(MODULE_OPTIONS_TOKEN) private readonly options: K8sAuthModuleOptions) {
-    this.timeoutMs = options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
-    this.retries = options.retries ?? DEFAULTS.retries;
+  constructor(@Inject(RESOLVED_OPTIONS) private readonly options: KubernetesApiOptions) {
+    this.timeoutMs = options.requestTimeoutMs;
+    this.retries = options.retries;
   }
 
   /**
@@ -275,12 +279,10 @@ const OTHER_CALLS = 16;
  * Connections the agent opens at most: one per review either bound lets through, and room for the other calls, so
  * that reviews of one kind holding every connection cannot make the other kind queue behind them.
  */
-export function maxConnections(options: K8sAuthModuleOptions): number {
-  return (
-    (options.maxReviewsInFlight ?? DEFAULTS.maxReviewsInFlight) +
-    (options.maxAccessReviewsInFlight ?? DEFAULTS.maxAccessReviewsInFlight) +
-    OTHER_CALLS
-  );
+export function maxConnections(
+  options: Pick<ResolvedOptions, 'maxReviewsInFlight' | 'maxAccessReviewsInFlight'>,
+): number {
+  return options.maxReviewsInFlight + options.maxAccessReviewsInFlight + OTHER_CALLS;
 }
 
 function failureOf(status: number): KubernetesApiFailure {

@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client';
 import type { TokenHeader } from '../guard/bearer-token';
-import type { API_SERVER_AUDIENCE } from './k8s-auth.constants';
+import type { API_SERVER_AUDIENCE, TOKEN_VERIFICATIONS } from './k8s-auth.constants';
 
 /** A token read from a file that the kubelet projects and rotates. */
 export interface ProjectedTokenFileOptions {
@@ -40,7 +40,7 @@ export type TokenSourceOptions = ProjectedTokenFileOptions | TokenRequestOptions
  *   allowlists name: a deletion is seen within a second, with no TokenReview. Other callers, and tokens bound to a
  *   Secret or a node only, get a TokenReview (cached); so do new tokens while the watches are stale.
  */
-export type TokenVerification = 'tokenReview' | 'local' | 'local+review' | 'local+watch';
+export type TokenVerification = (typeof TOKEN_VERIFICATIONS)[number];
 
 export interface K8sAuthModuleOptions {
   /**

@@ -8,6 +8,10 @@ export const REQUIRE_ACCESS_KEY = 'k8s-auth:require-access';
 /** The `audiences` option value that reviews without an audience: the API server's own (legacy tokens). */
 export const API_SERVER_AUDIENCE = 'api-server' as const;
 
+/** The ways a caller's token can be verified (the `verification` option); see `TokenVerification`. */
+export const TOKEN_VERIFICATIONS = ['tokenReview', 'local', 'local+review', 'local+watch'] as const;
+
+/** The one table of option defaults, applied by `resolveOptions` at start-up: the classes never read it. */
 export const DEFAULTS = {
   requestTimeoutMs: 5_000,
   retries: 2,
@@ -28,6 +32,7 @@ export const DEFAULTS = {
   jwksMinRefreshIntervalMs: 1_000,
   watchStalenessMs: 2_000,
   tokenRefreshIntervalMs: 5 * 60_000,
+  tokenWaitForFileMs: 0,
   tokenExpirationSeconds: 600,
   projectedTokenDirectory: '/var/run/secrets/tokens',
 } as const;

@@ -10,12 +10,14 @@ import {
   OPTIONS_TYPE,
 } from './k8s-auth.module-definition';
 import { KubernetesApiClient } from '../kube/kubernetes-api.client';
+import { RESOLVED_OPTIONS, resolvedOptionsProvider } from './resolved-options';
 import { RoutePolicies } from '../guard/route-policy';
 import { ServiceAccountGuard } from '../guard/service-account.guard';
 import { tokenAuthenticatorProvider } from '../authn/token-authenticator.provider';
 import { TokenSources } from '../outgoing/named-token-sources';
 
 const PROVIDERS = [
+  resolvedOptionsProvider,
   KubernetesApiClient,
   K8sAuthMetrics,
   tokenAuthenticatorProvider,
@@ -28,6 +30,7 @@ const PROVIDERS = [
 // The guard is also built where `@UseGuards` or `APP_GUARD` names it, so everything it injects is exported.
 const EXPORTS = [
   MODULE_OPTIONS_TOKEN,
+  RESOLVED_OPTIONS,
   KubernetesApiClient,
   K8sAuthMetrics,
   TOKEN_AUTHENTICATOR,

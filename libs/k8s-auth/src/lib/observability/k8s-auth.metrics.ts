@@ -1,7 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { Counter, Histogram, register as globalRegistry } from 'prom-client';
-import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
-import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
+import { Counter, Histogram } from 'prom-client';
+import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
 
 type ReviewOutcome = 'accepted' | 'refused' | 'error';
 type AccessReviewOutcome = 'allowed' | 'denied' | 'error';
@@ -42,9 +41,9 @@ export class K8sAuthMetrics {
   private readonly accessCache?: Counter<'result'>;
   private readonly jwksFetches?: Counter<'outcome'>;
 
-  constructor(@Inject(MODULE_OPTIONS_TOKEN) options: K8sAuthModuleOptions) {
-    if (options.metrics === false) return;
-    const registry = options.metrics ?? globalRegistry;
+  constructor(@Inject(RESOLVED_OPTIONS) options: Pick<ResolvedOptions, 'metrics'>) {
+    const registry = options.metrics;
+    if (registry === false) return;
     // Several apps (or test modules) in one process share a registry: a metric already there is reused.
     const histogram = <L extends string>([name, help, label]: Spec<L>) =>
       (registry.getSingleMetric(name) as Histogram<L> | undefined) ??

@@ -1,6 +1,6 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
-import { MODULE_OPTIONS_TOKEN } from '../module/k8s-auth.module-definition';
-import type { K8sAuthModuleOptions, TokenSourceOptions } from '../module/k8s-auth-options.interface';
+import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
+import type { ResolvedTokenSource } from '../module/resolved-token-sources';
 import { KubernetesApiClient } from '../kube/kubernetes-api.client';
 import { type ManagedTokenSource, ProjectedTokenFile, type TokenSource, TokenRequestSource } from './token-source';
 
@@ -13,10 +13,10 @@ export class TokenSources implements OnModuleInit, OnModuleDestroy {
   private readonly sources = new Map<string, ManagedTokenSource>();
 
   constructor(
-    @Inject(MODULE_OPTIONS_TOKEN) options: K8sAuthModuleOptions,
+    @Inject(RESOLVED_OPTIONS) options: Pick<ResolvedOptions, 'tokenSources'>,
     private readonly api: KubernetesApiClient,
   ) {
-    for (const [name, sourceOptions] of Object.entries(options.tokenSources ?? {})) {
+    for (const [name, sourceOptions] of options.tokenSources) {
       this.sources.set(name, this.create(name, sourceOptions));
     }
   }
@@ -39,8 +39,9 @@ export class TokenSources implements OnModuleInit, OnModuleDestroy {
     for (const source of this.sources.values()) source.stop();
   }
 
-  private create(name: string, options: TokenSourceOptions): ManagedTokenSource {
-    if ('serviceAccount' in options) return new TokenRequestSource(name, options, this.api);
-    return new ProjectedTokenFile(name, options);
+  private create(name: string, options: ResolvedTokenSource): ManagedTokenSource {
+    return options.kind === 'tokenRequest'
+      ? new TokenRequestSource(name, options, this.api)
+      : new ProjectedTokenFile(name, options);
   }
 }

@@ -1,8 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { promises as fs } from 'node:fs';
 import { readTokenTimes, renewalTime, type TokenTimes } from './token-times';
-import { DEFAULTS } from '../module/k8s-auth.constants';
-import type { ProjectedTokenFileOptions, TokenRequestOptions } from '../module/k8s-auth-options.interface';
+import type { ResolvedProjectedTokenFile, ResolvedTokenRequest } from '../module/resolved-token-sources';
 import type { KubernetesApiClient } from '../kube/kubernetes-api.client';
 
 /** No valid token is at hand: the outgoing call cannot be authenticated. */
@@ -152,10 +151,10 @@ export class ProjectedTokenFile extends RenewingTokenSource {
   readonly path: string;
   private readonly waitForFileMs: number;
 
-  constructor(name: string, options: ProjectedTokenFileOptions = {}) {
-    super(name, options.refreshIntervalMs ?? DEFAULTS.tokenRefreshIntervalMs);
-    this.path = options.file ?? `${DEFAULTS.projectedTokenDirectory}/${name}`;
-    this.waitForFileMs = options.waitForFileMs ?? 0;
+  constructor(name: string, options: ResolvedProjectedTokenFile) {
+    super(name, options.refreshIntervalMs);
+    this.path = options.file;
+    this.waitForFileMs = options.waitForFileMs;
   }
 
   override async start(): Promise<void> {
@@ -188,36 +187,24 @@ export class ProjectedTokenFile extends RenewingTokenSource {
 
 /** Tokens minted through the TokenRequest API, for a service run outside the cluster. */
 export class TokenRequestSource extends RenewingTokenSource {
-  private readonly namespace: string;
-  private readonly serviceAccount: string;
+  private readonly path: string;
 
   constructor(
     name: string,
-    private readonly options: TokenRequestOptions,
+    private readonly options: ResolvedTokenRequest,
     private readonly api: KubernetesApiClient,
   ) {
-    super(name, DEFAULTS.tokenRefreshIntervalMs);
-    const [namespace, serviceAccount, ...rest] = options.serviceAccount.split(':');
-    if (!namespace || !serviceAccount || rest.length > 0) {
-      throw new Error(
-        `Token source '${name}': serviceAccount must be 'namespace:name', not '${options.serviceAccount}'`,
-      );
-    }
-    this.namespace = namespace;
-    this.serviceAccount = serviceAccount;
+    super(name, options.refreshIntervalMs);
+    this.path =
+      `/api/v1/namespaces/${encodeURIComponent(options.namespace)}` +
+      `/serviceaccounts/${encodeURIComponent(options.serviceAccount)}/token`;
   }
 
   protected async load(): Promise<string> {
-    const path =
-      `/api/v1/namespaces/${encodeURIComponent(this.namespace)}` +
-      `/serviceaccounts/${encodeURIComponent(this.serviceAccount)}/token`;
-    const answer = await this.api.create<{ status?: { token?: string } }>(path, {
+    const answer = await this.api.create<{ status?: { token?: string } }>(this.path, {
       apiVersion: 'authentication.k8s.io/v1',
       kind: 'TokenRequest',
-      spec: {
-        audiences: [this.options.audience],
-        expirationSeconds: this.options.expirationSeconds ?? DEFAULTS.tokenExpirationSeconds,
-      },
+      spec: { audiences: [this.options.audience], expirationSeconds: this.options.expirationSeconds },
     });
     const token = answer.status?.token;
     if (!token) throw new Error('the TokenRequest answer holds no token');
@@ -225,7 +212,7 @@ export class TokenRequestSource extends RenewingTokenSource {
   }
 
   protected describe(): string {
-    return `TokenRequest for ${this.namespace}:${this.serviceAccount} (audience ${this.options.audience})`;
+    return `TokenRequest for ${this.options.namespace}:${this.options.serviceAccount} (audience ${this.options.audience})`;
   }
 }
 

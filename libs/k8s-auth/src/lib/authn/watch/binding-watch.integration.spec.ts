@@ -30,6 +30,7 @@ import {
 import { BindingWatches } from './binding-watches';
 import { API, DATA_STORE, GuardedApps, mintToken, REVIEWER, sleep } from '../../guarded-apps.spec-support';
 import { KubernetesApiClient } from '../../kube/kubernetes-api.client';
+import { resolveOptions } from '../../module/resolved-options';
 import type { BindingWatchAuthenticator } from './binding-watch.authenticator';
 
 // `local+watch` against a real kube-apiserver: tokens verified locally, their service account and pod looked up in
@@ -258,7 +259,7 @@ describe('local+watch: bindings checked from watches, against a real API server'
   });
 
   it('keeps only names and uids: the pods of a watched namespace as name → uid strings', async () => {
-    const watches = new BindingWatches(new KubernetesApiClient({ kubeconfig }), {
+    const watches = new BindingWatches(new KubernetesApiClient(resolveOptions({ kubeconfig })), {
       stalenessMs: 2000,
       maxTombstones: 100,
     });
