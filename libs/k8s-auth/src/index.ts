@@ -6,6 +6,7 @@ export type {
   TokenRequestOptions,
   TokenVerification,
 } from './lib/module/k8s-auth-options.interface';
+export type { ResolvedOptions } from './lib/module/resolved-options';
 export { ServiceAccountGuard } from './lib/guard/service-account.guard';
 export { Audience, AllowServiceAccounts, AllowNamespaces, PublicRoute } from './lib/guard/k8s-auth.decorators';
 export { RequireAccess } from './lib/authz/require-access.decorator';

@@ -14,6 +14,34 @@ export interface AnswerCacheOptions {
 }
 
 /**
+ * The calls under way, by key: a caller asking for a key already being answered gets that answer, and `keep` sees
+ * each answer once. lru-cache's `fetch()` would coalesce too, but builds an AbortController per new key (the cost is in
+ * bench/README.md), and keeps every answer in the one cache it fetches for.
+ */
+export class SharedCalls<V> {
+  private readonly pending = new Map<string, Promise<V>>();
+
+  run(key: string, call: () => Promise<V>, keep: (value: V) => void): Promise<V> {
+    let answer = this.pending.get(key);
+    if (!answer) {
+      answer = call().then(
+        (value) => {
+          this.pending.delete(key);
+          keep(value);
+          return value;
+        },
+        (err: unknown) => {
+          this.pending.delete(key);
+          throw err;
+        },
+      );
+      this.pending.set(key, answer);
+    }
+    return answer;
+  }
+}
+
+/**
  * Caches another authenticator's answers per (token, audiences), as Kubernetes' cachedTokenAuthenticator does:
  * acceptances for `ttlMs` (capped at the token's `exp`), refusals for `refusalTtlMs` in a cache of their own, so no
  * number of refused tokens can evict an accepted one; errors are never cached. Concurrent questions about one token
@@ -25,9 +53,7 @@ export class CachedAuthenticator implements TokenAuthenticator {
   private readonly salt = randomBytes(32).toString('base64');
   private readonly acceptances: LRUCache<string, AuthenticationResult> | undefined;
   private readonly refusals: LRUCache<string, AuthenticationResult> | undefined;
-  // lru-cache's fetch() would coalesce too, but builds an AbortController per new key (bench/README.md has the
-  // cost); the questions being answered are kept in a plain map instead.
-  private readonly pending = new Map<string, Promise<AuthenticationResult>>();
+  private readonly pending = new SharedCalls<AuthenticationResult>();
 
   constructor(
     private readonly inner: TokenAuthenticator,
@@ -47,22 +73,11 @@ export class CachedAuthenticator implements TokenAuthenticator {
       if (known) return known;
     }
 
-    let answer = this.pending.get(key);
-    if (!answer) {
-      answer = this.inner.authenticate(token, audiences).then(
-        (result) => {
-          this.pending.delete(key);
-          this.keep(key, result);
-          return result;
-        },
-        (err: unknown) => {
-          this.pending.delete(key);
-          throw err;
-        },
-      );
-      this.pending.set(key, answer);
-    }
-    return answer;
+    return this.pending.run(
+      key,
+      () => this.inner.authenticate(token, audiences),
+      (result) => this.keep(key, result),
+    );
   }
 
   private keep(key: string, result: AuthenticationResult): void {

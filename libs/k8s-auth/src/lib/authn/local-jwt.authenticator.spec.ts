@@ -43,6 +43,11 @@ const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('
 const payloadOf = (jwt: string) => jwt.split('.')[1];
 
 const INVALID = { accepted: false, reason: 'invalid token' };
+/** No route allowlists anyone: what createTokenAuthenticator watches in local+watch. */
+const NO_CALLERS = {
+  allChecked: Promise.resolve(),
+  allowlisted: () => ({ namespaces: new Set<string>(), serviceAccounts: new Set<string>() }),
+};
 
 describe('LocalJwtAuthenticator', () => {
   let api: FakeApiServer;
@@ -258,6 +263,7 @@ describe('LocalJwtAuthenticator', () => {
         resolveOptions({ audiences: ['secret-store'], ...options }),
         api.client,
         new K8sAuthMetrics({ metrics: false }),
+        NO_CALLERS,
       );
 
     it('fetches the keys as the app starts, in the local modes only', () => {

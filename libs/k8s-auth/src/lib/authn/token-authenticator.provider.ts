@@ -1,6 +1,7 @@
 import type { Provider } from '@nestjs/common';
-import { type AuthenticationResult, TOKEN_AUTHENTICATOR, type TokenAuthenticator } from './authentication.types';
-import { BindingWatches } from './watch/binding-watches';
+import { TOKEN_AUTHENTICATOR, type TokenAuthenticator } from './authentication.types';
+import { LocalThenReview } from './local-then-review.authenticator';
+import { type AllowlistedCallers, BindingWatches } from './watch/binding-watches';
 import { CachedAuthenticator } from './cached.authenticator';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
@@ -12,30 +13,15 @@ import { TokenReviewAuthenticator } from './token-review.authenticator';
 import { BindingWatchAuthenticator } from './watch/binding-watch.authenticator';
 
 /**
- * `local+review`: local verification first, so forgeries never reach the API server, then one TokenReview, which
- * also knows whether the token's pod and service account still exist.
- */
-export class LocalThenReview implements TokenAuthenticator {
-  constructor(
-    private readonly local: TokenAuthenticator,
-    private readonly review: TokenAuthenticator,
-  ) {}
-
-  async authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
-    const local = await this.local.authenticate(token, audiences);
-    return local.accepted ? this.review.authenticate(token, audiences) : local;
-  }
-}
-
-/**
  * The guard's authenticator, as the `verification` option composes it, with its answers cached. `options` are
- * resolved and checked already (`resolveOptions`), so a `local` mode has this service's own audiences.
+ * resolved and checked already (`resolveOptions`), so a `local` mode has this service's own audiences. `callers`:
+ * whom the routes' allowlists name, which `local+watch` watches (the module's RoutePolicies).
  */
 export function createTokenAuthenticator(
   options: ResolvedOptions,
   api: KubernetesApiClient,
   metrics: K8sAuthMetrics,
-  policies?: RoutePolicies,
+  callers: AllowlistedCallers,
 ): TokenAuthenticator {
   const { verification } = options;
   const clockSkewMs = options.clockSkewSeconds * 1000;
@@ -56,13 +42,12 @@ export function createTokenAuthenticator(
     keys.fetch().catch(() => undefined);
     const local = new LocalJwtAuthenticator(keys, { clockSkewMs, refuseUnknownBindings: verification === 'local' });
     if (verification === 'local+watch') {
-      if (!policies) throw new Error("verification 'local+watch' needs the routes' allowlists (RoutePolicies)");
       const watches = new BindingWatches(api, {
         stalenessMs: options.watchStalenessMs,
         maxTombstones: options.maxCacheEntries,
       });
       // Caches inside: the binding check runs on every request, after the cached local verification.
-      return new BindingWatchAuthenticator(cached(local), cached(review), watches, policies);
+      return new BindingWatchAuthenticator(cached(local), cached(review), watches, callers);
     }
     authenticator = verification === 'local' ? local : new LocalThenReview(local, review);
   }

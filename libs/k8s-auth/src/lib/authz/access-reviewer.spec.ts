@@ -333,7 +333,12 @@ describe('AccessReviewer', () => {
     api.answer = () => ({ authenticated: false });
     const options = { maxReviewsInFlight: 1, maxAccessReviewsInFlight: 1 };
     const metrics = new K8sAuthMetrics({ metrics: false });
-    const tokens = createTokenAuthenticator(resolveOptions(options), api as unknown as KubernetesApiClient, metrics);
+    const noCallers = {
+      allChecked: Promise.resolve(),
+      allowlisted: () => ({ namespaces: new Set<string>(), serviceAccounts: new Set<string>() }),
+    };
+    const api_ = api as unknown as KubernetesApiClient;
+    const tokens = createTokenAuthenticator(resolveOptions(options), api_, metrics, noCallers);
     const r = reviewer(options);
     const token = (n: number) => signJwt(tokenKey, { sub: 'system:serviceaccount:api:api', n, exp: 4102444800 });
 

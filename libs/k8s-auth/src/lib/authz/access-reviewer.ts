@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
+import { SharedCalls } from '../authn/cached.authenticator';
 import { hash } from 'node:crypto';
 import { type AccessAttributes, describeAccess, type ResourceAttributes } from './access-check';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
@@ -53,9 +54,7 @@ export class AccessReviewer {
   private readonly logger = new Logger('AccessReviewer');
   private readonly allowed: LRUCache<string, AccessDecision> | undefined;
   private readonly denied: LRUCache<string, AccessDecision> | undefined;
-  // The reviews being made, as in CachedAuthenticator: lru-cache's fetch() would keep every answer in the one cache
-  // it fetches for, allowed and denied alike.
-  private readonly pending = new Map<string, Promise<AccessDecision>>();
+  private readonly pending = new SharedCalls<AccessDecision>();
   private readonly allowTtlMs: number;
   private readonly denyTtlMs: number;
   private readonly maxInFlight: number;
@@ -91,23 +90,14 @@ export class AccessReviewer {
       if (known) return known;
     }
 
-    let decision = this.pending.get(key);
-    if (!decision) {
-      decision = this.ask(spec).then(
-        (answer) => {
-          this.pending.delete(key);
-          if (answer.allowed) this.allowed?.set(key, answer, { ttl: this.allowTtlMs });
-          else this.denied?.set(key, answer, { ttl: this.denyTtlMs });
-          return answer;
-        },
-        (err: unknown) => {
-          this.pending.delete(key);
-          throw err;
-        },
-      );
-      this.pending.set(key, decision);
-    }
-    return decision;
+    return this.pending.run(
+      key,
+      () => this.ask(spec),
+      (answer) => {
+        if (answer.allowed) this.allowed?.set(key, answer, { ttl: this.allowTtlMs });
+        else this.denied?.set(key, answer, { ttl: this.denyTtlMs });
+      },
+    );
   }
 
   private async ask(spec: SubjectAccessReviewSpec): Promise<AccessDecision> {

@@ -257,19 +257,30 @@ export class KubernetesApiClient implements OnApplicationShutdown {
     };
     this.agent =
       this.server.protocol === 'https:'
-        ? new HttpsAgent({
-            ...common,
-            ca: options.ca,
-            cert: options.cert,
-            key: options.key,
-            pfx: options.pfx,
-            passphrase: options.passphrase,
-            servername: options.servername,
-            rejectUnauthorized: options.rejectUnauthorized,
-          })
+        ? new HttpsAgent({ ...common, ...tlsOptionsOf(options) })
         : new HttpAgent(common);
     return this.agent;
   }
+}
+
+/**
+ * The TLS settings of the kubeconfig's cluster and user (CA, client certificate), as client-node filled them into
+ * `options`, for a connection of this library's own.
+ */
+export function tlsOptionsOf(
+  options: RequestOptions,
+): Pick<RequestOptions, 'ca' | 'cert' | 'key' | 'pfx' | 'passphrase' | 'servername' | 'rejectUnauthorized'> {
+  const { ca, cert, key, pfx, passphrase, servername, rejectUnauthorized } = options;
+  return {
+    ca,
+    cert,
+    key,
+    pfx,
+    passphrase,
+    servername,
+    // Unset unless the kubeconfig says so: Node's default (verify) stands.
+    ...(rejectUnauthorized !== undefined ? { rejectUnauthorized } : {}),
+  };
 }
 
 /** Calls other than reviews that may be under way at once: the signing keys, token requests, watches' lists. */

@@ -8,6 +8,7 @@ import {
   type SecureClientSessionOptions,
 } from 'node:http2';
 import type { RequestOptions } from 'node:https';
+import { tlsOptionsOf } from './kubernetes-api.client';
 
 /** A connection that has not answered a PING (or finished its TLS handshake) for this long is closed. */
 const DEAD_AFTER_MS = 10_000;
@@ -134,16 +135,7 @@ export class WatchConnection {
   private connection(options: RequestOptions): PingedSession {
     if (this.current?.usable) return this.current;
     const server = this.config.getCurrentCluster()?.server ?? '';
-    const tls: SecureClientSessionOptions = {
-      ca: options.ca,
-      cert: options.cert,
-      key: options.key,
-      pfx: options.pfx,
-      passphrase: options.passphrase,
-      servername: options.servername,
-      ...(options.rejectUnauthorized !== undefined ? { rejectUnauthorized: options.rejectUnauthorized } : {}),
-    };
-    const session = connect(server, tls);
+    const session = connect(server, tlsOptionsOf(options) as SecureClientSessionOptions);
     // Failures reach the streams on it; an error on the session itself must not go unheard.
     session.on('error', () => undefined);
     // After a GOAWAY (the API server shutting down) new streams go to a new connection.

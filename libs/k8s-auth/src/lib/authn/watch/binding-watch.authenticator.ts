@@ -1,6 +1,6 @@
 import { Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { refused, type AuthenticationResult, type TokenAuthenticator } from '../authentication.types';
-import type { Allowlisted, BindingWatches, BindingWatchScope } from './binding-watches';
+import type { AllowlistedCallers, BindingWatches, BindingWatchScope } from './binding-watches';
 import { debugEnabled, tokenFingerprint } from '../../observability/log-safe';
 
 const INVALID = refused('invalid token');
@@ -25,7 +25,7 @@ export class BindingWatchAuthenticator implements TokenAuthenticator, OnApplicat
     private readonly local: TokenAuthenticator,
     private readonly review: TokenAuthenticator,
     private readonly watches: BindingWatches,
-    private readonly allowlist: { allChecked: Promise<void>; allowlisted(): Allowlisted },
+    private readonly allowlist: AllowlistedCallers,
   ) {}
 
   /** The allowlists are complete once the guard has checked every route, as the app starts. */

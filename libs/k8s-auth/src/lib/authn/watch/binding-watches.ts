@@ -10,6 +10,12 @@ export interface Allowlisted {
   serviceAccounts: ReadonlySet<string>;
 }
 
+/** Where the allowlists come from: complete once every route has been checked, as the app starts (RoutePolicies). */
+export interface AllowlistedCallers {
+  readonly allChecked: Promise<void>;
+  allowlisted(): Allowlisted;
+}
+
 /** The two watches that cover a caller: its service account (or every one of its namespace) and their pods. */
 export class BindingWatchScope {
   constructor(
