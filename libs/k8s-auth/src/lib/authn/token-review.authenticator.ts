@@ -8,7 +8,7 @@ import {
 } from './authentication.types';
 import type { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import { type KubernetesApiClient, reviewUnavailable } from '../kube/kubernetes-api.client';
-import { parseServiceAccountUsername } from '../kube/kubernetes-names';
+import { SERVICE_ACCOUNT_USERNAME, type ServiceAccountName } from '../kube/kubernetes-names';
 import { readTokenTimes } from '../outgoing/token-times';
 
 export interface TokenReviewOptions {
@@ -110,4 +110,13 @@ export function interpretTokenReview(
     },
     expiresAt,
   );
+}
+
+/**
+ * Reads the ServiceAccount from a TokenReview username, `system:serviceaccount:<namespace>:<name>`.
+ * Anything else (nodes, users, groups, odd spellings) yields undefined: only ServiceAccounts are callers.
+ */
+export function parseServiceAccountUsername(username: string): ServiceAccountName | undefined {
+  const groups = SERVICE_ACCOUNT_USERNAME.exec(username)?.groups;
+  return groups ? { namespace: groups['namespace'], name: groups['name'] } : undefined;
 }
