@@ -13,21 +13,46 @@ export interface AnswerCacheOptions {
   refusalTtlMs: number;
 }
 
+/** Where an answer is kept, and for how long (0: not kept). */
+export interface Keeping {
+  kind: 'good' | 'bad';
+  ttlMs: number;
+}
+
 /**
- * The calls under way, by key: a caller asking for a key already being answered gets that answer, and `keep` sees
- * each answer once. lru-cache's `fetch()` would coalesce too, but builds an AbortController per new key (the cost is in
- * bench/README.md), and keeps every answer in the one cache it fetches for.
+ * Answers by key, kept apart by kind (accepted and refused, allowed and denied) in caches of their own, so that no
+ * number of answers of one kind can evict one of the other; each for the time `keeping` gives it. Errors are never
+ * kept. A question about a key being answered already shares that answer. lru-cache's `fetch()` would coalesce too,
+ * but builds an AbortController per new key (its cost is in bench/README.md) and keeps every answer in one cache.
  */
-export class SharedCalls<V> {
+export class AnswerCache<V> {
+  private readonly kept: Record<Keeping['kind'], LRUCache<string, V & object>> | undefined;
   private readonly pending = new Map<string, Promise<V>>();
 
-  run(key: string, call: () => Promise<V>, keep: (value: V) => void): Promise<V> {
+  /** `maxEntries`: bound of each cache; 0 keeps nothing (questions under way are still shared). */
+  constructor(
+    maxEntries: number,
+    private readonly keeping: (answer: V) => Keeping,
+    private readonly onLookup: (hit: boolean) => void,
+  ) {
+    if (maxEntries > 0) {
+      this.kept = { good: new LRUCache({ max: maxEntries }), bad: new LRUCache({ max: maxEntries }) };
+    }
+  }
+
+  /** The answer kept for `key`, or the one `ask` gives (shared with every question about `key` meanwhile). */
+  answer(key: string, ask: () => Promise<V>): Promise<V> | V {
+    if (this.kept) {
+      const known = this.kept.good.get(key) ?? this.kept.bad.get(key);
+      this.onLookup(known !== undefined);
+      if (known !== undefined) return known;
+    }
     let answer = this.pending.get(key);
     if (!answer) {
-      answer = call().then(
+      answer = ask().then(
         (value) => {
           this.pending.delete(key);
-          keep(value);
+          this.keep(key, value);
           return value;
         },
         (err: unknown) => {
@@ -38,6 +63,12 @@ export class SharedCalls<V> {
       this.pending.set(key, answer);
     }
     return answer;
+  }
+
+  private keep(key: string, value: V): void {
+    const { kind, ttlMs } = this.keeping(value);
+    // lru-cache reads a TTL of 0 as "no TTL".
+    if (ttlMs >= 1) this.kept?.[kind].set(key, value as V & object, { ttl: ttlMs });
   }
 }
 
@@ -51,43 +82,26 @@ export class SharedCalls<V> {
  */
 export class CachedAuthenticator implements TokenAuthenticator {
   private readonly salt = randomBytes(32).toString('base64');
-  private readonly acceptances: LRUCache<string, AuthenticationResult> | undefined;
-  private readonly refusals: LRUCache<string, AuthenticationResult> | undefined;
-  private readonly pending = new SharedCalls<AuthenticationResult>();
+  private readonly answers: AnswerCache<AuthenticationResult>;
 
   constructor(
     private readonly inner: TokenAuthenticator,
-    private readonly options: AnswerCacheOptions,
-    private readonly metrics: K8sAuthMetrics,
+    options: AnswerCacheOptions,
+    metrics: K8sAuthMetrics,
   ) {
-    if (options.maxEntries === 0) return;
-    this.acceptances = new LRUCache({ max: options.maxEntries });
-    this.refusals = new LRUCache({ max: options.maxEntries });
-  }
-
-  async authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
-    const key = this.keyOf(token, audiences);
-    if (this.acceptances && this.refusals) {
-      const known = this.acceptances.get(key) ?? this.refusals.get(key);
-      this.metrics.cacheLookup(known !== undefined);
-      if (known) return known;
-    }
-
-    return this.pending.run(
-      key,
-      () => this.inner.authenticate(token, audiences),
-      (result) => this.keep(key, result),
+    const refusalTtlMs = Math.max(1, options.refusalTtlMs);
+    this.answers = new AnswerCache(
+      options.maxEntries,
+      (result) =>
+        result.accepted
+          ? { kind: 'good', ttlMs: Math.min(options.ttlMs, (result.expiresAt ?? Infinity) - Date.now()) }
+          : { kind: 'bad', ttlMs: refusalTtlMs },
+      (hit) => metrics.cacheLookup(hit),
     );
   }
 
-  private keep(key: string, result: AuthenticationResult): void {
-    if (!result.accepted) {
-      this.refusals?.set(key, result, { ttl: Math.max(1, this.options.refusalTtlMs) });
-      return;
-    }
-    const untilExpiry = (result.expiresAt ?? Infinity) - Date.now();
-    const ttl = Math.min(this.options.ttlMs, untilExpiry);
-    if (ttl >= 1) this.acceptances?.set(key, result, { ttl });
+  async authenticate(token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
+    return this.answers.answer(this.keyOf(token, audiences), () => this.inner.authenticate(token, audiences));
   }
 
   /**

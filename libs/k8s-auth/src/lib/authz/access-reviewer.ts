@@ -1,6 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { LRUCache } from 'lru-cache';
-import { SharedCalls } from '../authn/cached.authenticator';
+import { AnswerCache } from '../authn/cached.authenticator';
 import { hash } from 'node:crypto';
 import { type AccessAttributes, describeAccess, type ResourceAttributes } from './access-check';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
@@ -52,11 +51,7 @@ export type AccessReviewerOptions = Pick<
 @Injectable()
 export class AccessReviewer {
   private readonly logger = new Logger('AccessReviewer');
-  private readonly allowed: LRUCache<string, AccessDecision> | undefined;
-  private readonly denied: LRUCache<string, AccessDecision> | undefined;
-  private readonly pending = new SharedCalls<AccessDecision>();
-  private readonly allowTtlMs: number;
-  private readonly denyTtlMs: number;
+  private readonly decisions: AnswerCache<AccessDecision>;
   private readonly maxInFlight: number;
   private inFlight = 0;
 
@@ -65,15 +60,14 @@ export class AccessReviewer {
     private readonly api: KubernetesApiClient,
     private readonly metrics: K8sAuthMetrics,
   ) {
-    // lru-cache reads a TTL of 0 as "no TTL".
-    this.allowTtlMs = Math.max(1, options.accessCacheTtlMs);
-    this.denyTtlMs = Math.max(1, options.accessDenyCacheTtlMs);
+    const allowed = { kind: 'good', ttlMs: Math.max(1, options.accessCacheTtlMs) } as const;
+    const denied = { kind: 'bad', ttlMs: Math.max(1, options.accessDenyCacheTtlMs) } as const;
     this.maxInFlight = options.maxAccessReviewsInFlight;
-    const max = options.maxCacheEntries;
-    if (max > 0) {
-      this.allowed = new LRUCache({ max });
-      this.denied = new LRUCache({ max });
-    }
+    this.decisions = new AnswerCache(
+      options.maxCacheEntries,
+      (decision) => (decision.allowed ? allowed : denied),
+      (hit) => metrics.accessCacheLookup(hit),
+    );
   }
 
   /**
@@ -84,20 +78,7 @@ export class AccessReviewer {
     const spec = subjectAccessReviewSpec(caller, attributes);
     // Built in a fixed key order (extra sorted), so equal reviews give equal keys; it holds no secret.
     const key = hash('sha256', JSON.stringify(spec), 'base64');
-    if (this.allowed && this.denied) {
-      const known = this.allowed.get(key) ?? this.denied.get(key);
-      this.metrics.accessCacheLookup(known !== undefined);
-      if (known) return known;
-    }
-
-    return this.pending.run(
-      key,
-      () => this.ask(spec),
-      (answer) => {
-        if (answer.allowed) this.allowed?.set(key, answer, { ttl: this.allowTtlMs });
-        else this.denied?.set(key, answer, { ttl: this.denyTtlMs });
-      },
-    );
+    return this.decisions.answer(key, () => this.ask(spec));
   }
 
   private async ask(spec: SubjectAccessReviewSpec): Promise<AccessDecision> {
