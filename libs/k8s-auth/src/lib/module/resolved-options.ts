@@ -72,47 +72,43 @@ export function resolveOptions(options: K8sAuthModuleOptions): ResolvedOptions {
       audiences,
     );
   }
+  // A number option as given, or its default, checked by `rule`, which names it in its message.
+  const numeric = (name: NumericOption, rule: (name: string, value: unknown) => number) =>
+    rule(name, options[name] ?? DEFAULTS[name]);
+  const positiveTimer = (name: string, value: unknown) => timerMs(name, value, 'positive');
+  const timer = (name: string, value: unknown) => timerMs(name, value, 'zero');
   return Object.freeze({
     kubeconfig: resolveKubeconfig(options.kubeconfig),
-    requestTimeoutMs: timerMs('requestTimeoutMs', options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs, 'positive'),
-    retries: nonNegativeInteger('retries', options.retries ?? DEFAULTS.retries),
     audiences,
     tokenHeaders: resolveTokenHeaders(options.tokenHeaders ?? DEFAULTS.tokenHeaders),
-    maxTokenBytes: positiveInteger('maxTokenBytes', options.maxTokenBytes ?? DEFAULTS.maxTokenBytes),
-    cacheTtlMs: nonNegative('cacheTtlMs', options.cacheTtlMs ?? DEFAULTS.cacheTtlMs),
-    negativeCacheTtlMs: nonNegative('negativeCacheTtlMs', options.negativeCacheTtlMs ?? DEFAULTS.negativeCacheTtlMs),
-    maxReviewsInFlight: positiveInteger(
-      'maxReviewsInFlight',
-      options.maxReviewsInFlight ?? DEFAULTS.maxReviewsInFlight,
-    ),
-    maxAccessReviewsInFlight: positiveInteger(
-      'maxAccessReviewsInFlight',
-      options.maxAccessReviewsInFlight ?? DEFAULTS.maxAccessReviewsInFlight,
-    ),
-    accessCacheTtlMs: nonNegative('accessCacheTtlMs', options.accessCacheTtlMs ?? DEFAULTS.accessCacheTtlMs),
-    accessDenyCacheTtlMs: nonNegative(
-      'accessDenyCacheTtlMs',
-      options.accessDenyCacheTtlMs ?? DEFAULTS.accessDenyCacheTtlMs,
-    ),
-    maxCacheEntries: nonNegativeInteger('maxCacheEntries', options.maxCacheEntries ?? DEFAULTS.maxCacheEntries),
     verification,
-    clockSkewSeconds: nonNegative('clockSkewSeconds', options.clockSkewSeconds ?? DEFAULTS.clockSkewSeconds),
-    jwksRefreshIntervalMs: nonNegative(
-      'jwksRefreshIntervalMs',
-      options.jwksRefreshIntervalMs ?? DEFAULTS.jwksRefreshIntervalMs,
-    ),
-    jwksMinRefreshIntervalMs: timerMs(
-      'jwksMinRefreshIntervalMs',
-      options.jwksMinRefreshIntervalMs ?? DEFAULTS.jwksMinRefreshIntervalMs,
-      'zero',
-    ),
-    watchStalenessMs: timerMs('watchStalenessMs', options.watchStalenessMs ?? DEFAULTS.watchStalenessMs, 'positive'),
-    // Retry-After takes whole seconds (RFC 9110 §10.2.3).
-    retryAfterSeconds: nonNegativeInteger('retryAfterSeconds', options.retryAfterSeconds ?? DEFAULTS.retryAfterSeconds),
     tokenSources: resolveTokenSources(options.tokenSources),
     metrics: resolveMetrics(options.metrics),
+    requestTimeoutMs: numeric('requestTimeoutMs', positiveTimer),
+    retries: numeric('retries', nonNegativeInteger),
+    maxTokenBytes: numeric('maxTokenBytes', positiveInteger),
+    cacheTtlMs: numeric('cacheTtlMs', nonNegative),
+    negativeCacheTtlMs: numeric('negativeCacheTtlMs', nonNegative),
+    maxReviewsInFlight: numeric('maxReviewsInFlight', positiveInteger),
+    maxAccessReviewsInFlight: numeric('maxAccessReviewsInFlight', positiveInteger),
+    accessCacheTtlMs: numeric('accessCacheTtlMs', nonNegative),
+    accessDenyCacheTtlMs: numeric('accessDenyCacheTtlMs', nonNegative),
+    maxCacheEntries: numeric('maxCacheEntries', nonNegativeInteger),
+    clockSkewSeconds: numeric('clockSkewSeconds', nonNegative),
+    jwksRefreshIntervalMs: numeric('jwksRefreshIntervalMs', nonNegative),
+    jwksMinRefreshIntervalMs: numeric('jwksMinRefreshIntervalMs', timer),
+    watchStalenessMs: numeric('watchStalenessMs', positiveTimer),
+    // Retry-After takes whole seconds (RFC 9110 §10.2.3).
+    retryAfterSeconds: numeric('retryAfterSeconds', nonNegativeInteger),
   });
 }
+
+/** The options that are numbers, each with a default. */
+type NumericOption = {
+  [K in keyof K8sAuthModuleOptions & keyof typeof DEFAULTS]-?: NonNullable<K8sAuthModuleOptions[K]> extends number
+    ? K
+    : never;
+}[keyof K8sAuthModuleOptions & keyof typeof DEFAULTS];
 
 /** Registered by the module: a bad option stops start-up (`NestFactory.create`, `app.init()`) with its message. */
 export const resolvedOptionsProvider: FactoryProvider<ResolvedOptions> = {
