@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type Type } from '@nestjs/common';
-import { GUARDS_METADATA, PATH_METADATA } from '@nestjs/common/constants';
-import { APP_GUARD, DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import { PATH_METADATA } from '@nestjs/common/constants';
+import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { type AccessCheck, validateAccessChecks } from '../authz/access-check';
 import { isDns1123Label, isDns1123Subdomain, type ServiceAccountName } from '../kube/kubernetes-names';
 import {
@@ -12,6 +12,7 @@ import {
   REQUIRE_ACCESS_KEY,
 } from '../module/k8s-auth.constants';
 import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
+import { type DiscoveredRoute, discoverRoutes, type Handler } from './discovered-routes';
 
 /** What a guarded route lets through, read from its decorators and its controller's. */
 export interface RoutePolicy {
@@ -33,7 +34,11 @@ export interface CallerPolicy {
   namespaces?: readonly string[];
 }
 
-/** A policy that cannot be enforced as written; raised at a route's first request (a 500 naming it), so a typo never silently opens or closes it. */
+/**
+ * A policy that cannot be enforced as written, or that no guard enforces: start-up stops naming every such route (a
+ * route the start-up check does not see answers 500 at its first request), so a typo never silently opens or closes
+ * it.
+ */
 export class PolicyConfigurationError extends Error {
   override readonly name = 'PolicyConfigurationError';
 }
@@ -101,8 +106,11 @@ function describe(entry: unknown): string {
   return typeof entry === 'string' ? JSON.stringify(entry) : `of type ${entry === null ? 'null' : typeof entry}`;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
-type Handler = Function;
+/** What {@link RoutePolicies.checkAll} found: routes that need a token, and `@PublicRoute()` ones. */
+export interface GuardedRouteCount {
+  guarded: number;
+  public: number;
+}
 
 /**
  * Reads and validates each route's policy once, per (controller, handler): a handler inherited from a base class is
@@ -121,7 +129,7 @@ export class RoutePolicies {
   readonly allChecked = new Promise<void>((resolve) => (this.markAllChecked = resolve));
 
   constructor(
-    @Inject(RESOLVED_OPTIONS) private readonly options: Pick<ResolvedOptions, 'audiences'>,
+    @Inject(RESOLVED_OPTIONS) private readonly options: Pick<ResolvedOptions, 'audiences' | 'unguardedRoutes'>,
     private readonly reflector: Reflector,
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
@@ -150,39 +158,46 @@ export class RoutePolicies {
 
   /**
    * Reads the policy of every route that `isGuard` guards (through `@UseGuards` or as an `APP_GUARD`), once, and
-   * returns how many there are (0 after the first call).
-   * @throws PolicyConfigurationError for the first route that is misconfigured.
+   * returns how many routes are guarded and how many public (both 0 after the first call). A route that declares who
+   * may call it but that no guard covers is an error too, or a warning with the option `unguardedRoutes: 'warn'`.
+   * @throws PolicyConfigurationError naming every route that is misconfigured, and every unguarded one.
    */
-  checkAll(isGuard: (guard: unknown) => boolean): number {
-    if (this.checked) return 0;
+  checkAll(isGuard: (guard: unknown) => boolean): GuardedRouteCount {
+    const count = { guarded: 0, public: 0 };
+    if (this.checked) return count;
     this.checked = true;
-    const global = this.discovery
-      .getProviders()
-      // `useClass` names the guard as the provider's class, `useExisting` only through the instance.
-      .some(
-        (w) =>
-          typeof w.token === 'string' && w.token.startsWith(APP_GUARD) && (isGuard(w.metatype) || isGuard(w.instance)),
-      );
-    let count = 0;
-    for (const wrapper of this.discovery.getControllers()) {
-      const controller = wrapper.metatype as Type | undefined;
-      if (!controller?.prototype) continue;
-      const onController = this.guardsOn(controller).some(isGuard);
-      for (const name of this.scanner.getAllMethodNames(controller.prototype)) {
-        const handler = controller.prototype[name] as Handler;
-        if (Reflect.getMetadata(PATH_METADATA, handler) === undefined) continue;
-        if (!global && !onController && !this.guardsOn(handler).some(isGuard)) continue;
-        this.of(controller, handler);
-        count++;
+    const misconfigured: string[] = [];
+    const unguarded: DiscoveredRoute[] = [];
+    for (const route of discoverRoutes(this.discovery, this.scanner, isGuard)) {
+      if (!route.guarded) {
+        if (route.declaresPolicy && !route.public) unguarded.push(route);
+        continue;
+      }
+      try {
+        count[this.of(route.controller, route.handler).public ? 'public' : 'guarded']++;
+      } catch (err) {
+        if (!(err instanceof PolicyConfigurationError)) throw err;
+        misconfigured.push(`- [${route.path}] ${err.message}${publicRouteHint(route)}`);
       }
     }
-    this.logger.log(`${count} guarded route(s) checked`);
+
+    const problems: string[] = [];
+    if (misconfigured.length > 0) {
+      problems.push(
+        `${misconfigured.length} route(s) guarded by ServiceAccountGuard cannot be enforced as written:\n` +
+          misconfigured.join('\n'),
+      );
+    }
+    if (unguarded.length > 0) {
+      const report = unguardedReport(unguarded, this.options.unguardedRoutes);
+      if (this.options.unguardedRoutes === 'error') problems.push(report);
+      else this.logger.warn(report);
+    }
+    if (problems.length > 0) throw new PolicyConfigurationError(problems.join('\n'));
+
+    this.logger.log(`${count.guarded} guarded and ${count.public} public route(s) checked`);
     this.markAllChecked();
     return count;
-  }
-
-  private guardsOn(target: object): unknown[] {
-    return (Reflect.getMetadata(GUARDS_METADATA, target) as unknown[] | undefined) ?? [];
   }
 
   private read(controller: Type, handler: Handler): RoutePolicy {
@@ -258,4 +273,30 @@ function checkRouteParams(access: readonly AccessCheck[], params: Set<string>, w
       }
     }
   }
+}
+
+/**
+ * Under an `APP_GUARD`, a route that declares nothing (a health check, metrics) is guarded all the same: it may be
+ * meant to need no token.
+ */
+function publicRouteHint(route: DiscoveredRoute): string {
+  if (route.guarded !== 'global' || route.declaresPolicy) return '';
+  return (
+    '; if it needs no token (a health check, metrics), mark it @PublicRoute() instead: an APP_GUARD guards ' +
+    'every route'
+  );
+}
+
+function unguardedReport(routes: readonly DiscoveredRoute[], action: ResolvedOptions['unguardedRoutes']): string {
+  return (
+    `${routes.length} route(s) declare who may call them (@Audience, @AllowServiceAccounts, @AllowNamespaces or ` +
+    '@RequireAccess) but no ServiceAccountGuard covers them, so anyone may call them:\n' +
+    routes.map((r) => `- [${r.path}] ${r.where}`).join('\n') +
+    '\nGuard them with @UseGuards(ServiceAccountGuard) on their controller or handler, or guard every route with ' +
+    "{ provide: APP_GUARD, useExisting: ServiceAccountGuard } in the root module's providers" +
+    (action === 'error'
+      ? '. An app that guards them another way (a guard of its own, or app.useGlobalGuards(), which is not seen ' +
+        "here) sets the K8sAuthModule option unguardedRoutes: 'warn'."
+      : " (unguardedRoutes: 'warn': start-up goes on).")
+  );
 }

@@ -141,6 +141,30 @@ class UnconfiguredController {
   }
 }
 
+/** Declares who may call it, but names no guard: what a team that forgot APP_GUARD or @UseGuards writes. */
+@Controller('forgot')
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class ForgotController {
+  @Get()
+  read(@Caller() caller: CallerIdentity) {
+    handlerCalls++;
+    return { username: caller.username };
+  }
+
+  @Get('open')
+  open() {
+    handlerCalls++;
+    return 'open';
+  }
+
+  @Get('healthz')
+  @PublicRoute()
+  health(@Caller() caller: CallerIdentity | undefined) {
+    return { caller: caller ?? null };
+  }
+}
+
 describe('ServiceAccountGuard against a real API server', () => {
   let cp: ControlPlane;
   let apps: GuardedApps;
@@ -245,6 +269,59 @@ describe('ServiceAccountGuard against a real API server', () => {
       ),
     ).rejects.toThrow(/UnconfiguredController\.open .*names no audience/);
     expect(handlerCalls).toBe(0);
+  });
+
+  describe.each([
+    ['Express', false],
+    ['Fastify', true],
+  ])('routes that declare who may call them but no guard, on %s', (_name, fastify) => {
+    it('stop start-up, all named with their paths, saying how to guard them', async () => {
+      const error = await apps
+        .boot(
+          { kubeconfig: await kubeconfigFile(REVIEWER) },
+          { listen: true, fastify, controllers: [SecretsController, ForgotController] },
+        )
+        .then(
+          () => undefined,
+          (err: unknown) => err as Error,
+        );
+      expect(error?.message).toContain(
+        '2 route(s) declare who may call them (@Audience, @AllowServiceAccounts, @AllowNamespaces or ' +
+          '@RequireAccess) but no ServiceAccountGuard covers them, so anyone may call them:\n' +
+          '- [GET /forgot] ForgotController.read\n' +
+          '- [GET /forgot/open] ForgotController.open\n' +
+          'Guard them with @UseGuards(ServiceAccountGuard)',
+      );
+      expect(error?.message).toContain("unguardedRoutes: 'warn'");
+      expect(handlerCalls).toBe(0);
+    });
+
+    it("start with unguardedRoutes: 'warn'; @Caller() there answers 500 naming the route, not a TypeError", async () => {
+      const warned = await apps.boot(
+        { kubeconfig: await kubeconfigFile(REVIEWER), unguardedRoutes: 'warn' },
+        { listen: true, fastify, controllers: [SecretsController, ForgotController] },
+      );
+      const server = warned.getHttpServer();
+      expect(logger.text()).toContain('- [GET /forgot] ForgotController.read');
+      logger.lines.length = 0;
+
+      // Even a genuine token: no guard ran, so no caller was checked.
+      const res = await request(server).get('/forgot').set('Authorization', `Bearer ${apiToken}`).expect(500);
+      expect(res.body).toEqual({ statusCode: 500, message: 'Internal server error' });
+      expect(handlerCalls).toBe(0);
+      expect(logger.text()).toContain(
+        '@Caller() on ForgotController.read: the route is not guarded by ServiceAccountGuard',
+      );
+      expect(logger.text()).not.toContain('TypeError');
+
+      // What the warning warned about: the route is open to anyone.
+      await request(server).get('/forgot/open').expect(200);
+      expect((await request(server).get('/forgot/healthz').expect(200)).body).toEqual({ caller: null });
+      // Guarded routes of the same app are checked as ever.
+      await request(server).get('/secret').expect(401);
+      const ok = await request(server).get('/secret').set('Authorization', `Bearer ${apiToken}`).expect(200);
+      expect(ok.body.username).toBe('system:serviceaccount:api:api');
+    });
   });
 
   it.each([
@@ -428,5 +505,17 @@ describe('ServiceAccountGuard against a real API server', () => {
       for (const part of t.split('.')) expect(all).not.toContain(part.slice(0, 16));
     }
     expect(all).toMatch(/refused system:serviceaccount:data-store:data-store \(token [0-9a-f]{12}\)/);
+    // What the route expects is in the line; it comes from the route's decorators, not the request.
+    expect(all).toContain(
+      'on SecretsController.secret: caller not allowed (the route allows service account(s) api:api)',
+    );
+    await request(app.getHttpServer())
+      .get('/secret')
+      .set('Authorization', `Bearer ${await token(API, ['other'])}`)
+      .expect(403);
+    expect(logger.text()).toMatch(/refused token [0-9a-f]{12} on SecretsController\.secret: wrong audience \(/);
+    expect(logger.text()).toContain(
+      'SecretsController.secret: wrong audience (the route accepts audience(s) secret-store)',
+    );
   });
 });

@@ -1,4 +1,4 @@
-import { Controller, Get, type INestApplication, Module, type Type, UseGuards } from '@nestjs/common';
+import { Controller, Get, type INestApplication, Injectable, Module, Post, type Type, UseGuards } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
@@ -17,14 +17,18 @@ import {
   refused,
   type AuthenticationResult,
   AuthenticationUnavailableError,
+  type RefusalReason,
   TOKEN_AUTHENTICATOR,
 } from '../authn/authentication.types';
 import { Caller } from './caller.decorator';
-import { AllowServiceAccounts, Audience, PublicRoute } from './k8s-auth.decorators';
+import { AllowNamespaces, AllowServiceAccounts, Audience, PublicRoute } from './k8s-auth.decorators';
+import type { K8sAuthModuleOptions } from '../module/k8s-auth-options.interface';
 import { K8sAuthModule } from '../module/k8s-auth.module';
 import { KubernetesApiClient } from '../kube/kubernetes-api.client';
+import { tokenFingerprint } from '../observability/log-safe';
 import { resolveOptions } from '../module/resolved-options';
 import { RequireAccess } from '../authz/require-access.decorator';
+import { PolicyConfigurationError } from './route-policy';
 import { ServiceAccountGuard } from './service-account.guard';
 
 // The guard's decisions with the API server replaced by fakes, on Express and on Fastify; the real thing is in the
@@ -52,6 +56,7 @@ class StoreController {
 @UseGuards(ServiceAccountGuard)
 @Audience('secret-store')
 @AllowServiceAccounts('api:api')
+@AllowNamespaces('reports')
 class ListedController {
   /** The controller's allowlist still applies to a route that only adds RBAC checks. */
   @Get()
@@ -157,6 +162,75 @@ class MutatingController {
   }
 }
 
+/** Declares who may call, but names no guard: nobody enforces it. */
+@Controller('forgot')
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class ForgotController {
+  @Get()
+  read(@Caller() caller: CallerIdentity) {
+    return { username: caller.username };
+  }
+
+  @Post('write')
+  write() {
+    return 'written';
+  }
+
+  @Get('healthz')
+  @PublicRoute()
+  health(@Caller() caller: CallerIdentity | undefined) {
+    return { username: caller?.username ?? null };
+  }
+}
+
+/** Decorated route by route; the undecorated route declares nothing to enforce. */
+@Controller('forgot-too')
+class ForgotRoutesController {
+  @Get('secrets/:name')
+  @RequireAccess({ verb: 'get', resource: 'secrets', name: { param: 'name' } })
+  read() {
+    return 'secret';
+  }
+
+  @Get('plain')
+  plain(@Caller() caller: CallerIdentity) {
+    return { username: caller.username };
+  }
+}
+
+@Injectable()
+class AuditingGuard extends ServiceAccountGuard {}
+
+/** Guarded by a subclass of the guard. */
+@Controller('sub')
+@UseGuards(AuditingGuard)
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class SubclassGuardedController {
+  @Get()
+  read(@Caller() caller: CallerIdentity) {
+    return { username: caller.username };
+  }
+}
+
+/** Guarded on one handler only; the other is open. */
+@Controller('half')
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class HalfGuardedController {
+  @Get('guarded')
+  @UseGuards(ServiceAccountGuard)
+  guarded() {
+    return 'guarded';
+  }
+
+  @Get('open')
+  open() {
+    return 'open';
+  }
+}
+
 const callerOf = (namespace: string, name: string, audiences = ['secret-store']): CallerIdentity => ({
   username: `system:serviceaccount:${namespace}:${name}`,
   namespace,
@@ -169,10 +243,12 @@ const API_CALLER = callerOf('api', 'api');
 /** Accepts every token as `caller`, for any audience, and records the audiences asked for. */
 class FakeAuthenticator {
   caller: CallerIdentity | undefined = API_CALLER;
+  /** Why a token is refused without a caller. */
+  refusal: RefusalReason = 'invalid token';
   readonly audiencesAsked: string[][] = [];
   async authenticate(_token: string, audiences: readonly string[]): Promise<AuthenticationResult> {
     this.audiencesAsked.push([...audiences]);
-    if (!this.caller) return refused('invalid token');
+    if (!this.caller) return refused(this.refusal);
     return accepted({ ...this.caller, audiences: [...audiences] });
   }
 }
@@ -202,10 +278,13 @@ async function createApp(
   adapter: FastifyAdapter | undefined,
   logger: RecordingLogger,
   fakes: { tokens: FakeAuthenticator; access: FakeAccessReviewer; api?: KubernetesApiClient },
-  metadata: { controllers?: Type[]; imports?: Type[]; providers?: never[] },
+  metadata: { controllers?: Type[]; imports?: Type[]; options?: K8sAuthModuleOptions },
 ): Promise<INestApplication> {
   const moduleRef = await Test.createTestingModule({
-    imports: [K8sAuthModule.forRoot({ metrics: false, isGlobal: true }), ...(metadata.imports ?? [])],
+    imports: [
+      K8sAuthModule.forRoot({ metrics: false, isGlobal: true, ...metadata.options }),
+      ...(metadata.imports ?? []),
+    ],
     controllers: metadata.controllers ?? [],
   })
     .overrideProvider(TOKEN_AUTHENTICATOR)
@@ -288,6 +367,24 @@ describe.each(ADAPTERS)('ServiceAccountGuard on %s', (_name, adapterFor) => {
     const res = await get('/listed').expect(403);
     expect(res.body.message).toBe('caller not allowed');
     expect(access.asked).toEqual(['get /listed']);
+  });
+
+  it('logs what the route expects beside a refusal: its audiences, its allowlist', async () => {
+    tokens.caller = undefined;
+    tokens.refusal = 'wrong audience';
+    await get('/who').expect(403);
+    expect(logger.text()).toContain(
+      `refused token ${tokenFingerprint(TOKEN)} on WhoController.who: wrong audience ` +
+        '(the route accepts audience(s) secret-store)',
+    );
+    tokens.caller = callerOf('other', 'api');
+    await get('/listed').expect(403);
+    expect(logger.text()).toContain(
+      `refused system:serviceaccount:other:api (token ${tokenFingerprint(TOKEN)}) on ListedController.read: ` +
+        'caller not allowed ' +
+        '(the route allows service account(s) api:api and namespace(s) reports)',
+    );
+    expect(logger.text()).not.toContain(TOKEN);
   });
 
   it('gives @Caller() the identity, to every parameter that asks', async () => {
@@ -373,6 +470,145 @@ describe.each(ADAPTERS)('ServiceAccountGuard at start-up on %s', (_name, adapter
     await expect(createApp(adapterFor(), logger, fakes(), { controllers: [controller] })).rejects.toThrow(message);
   });
 
+  it('names every misconfigured route in one error, with its path', async () => {
+    const error = await createApp(adapterFor(), logger, fakes(), {
+      controllers: [TypoController, NoSuchParamController, NothingController, WhoController],
+    }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(PolicyConfigurationError);
+    expect((error as Error).message).toBe(
+      '3 route(s) guarded by ServiceAccountGuard cannot be enforced as written:\n' +
+        '- [GET /typo] TypoController.typo: @RequireAccess check 1 has an unknown field "names" (a resource check ' +
+        'takes verb, group, resource, subresource, name and namespace)\n' +
+        '- [GET /no-such-param] NoSuchParamController.noSuchParam: @RequireAccess reads the route parameter "name", ' +
+        'which this route does not have\n' +
+        '- [GET /nothing] NothingController.open allows nobody: add @AllowServiceAccounts or @AllowNamespaces',
+    );
+  });
+
+  it('counts guarded and public routes apart as it starts', async () => {
+    @Controller('counted')
+    @UseGuards(ServiceAccountGuard)
+    @Audience('secret-store')
+    @AllowNamespaces('api')
+    class CountedController {
+      @Get()
+      one() {
+        return 1;
+      }
+
+      @Get('two')
+      two() {
+        return 2;
+      }
+
+      @Get('healthz')
+      @PublicRoute()
+      health() {
+        return 'ok';
+      }
+    }
+    const counting = new RecordingLogger();
+    const app = await createApp(adapterFor(), counting, fakes(), { controllers: [CountedController] });
+    await app.close();
+    expect(counting.lines).toContain('2 guarded and 1 public route(s) checked');
+  });
+
+  it('stops start-up at every route that declares who may call it but that no guard covers, naming them', async () => {
+    const error = await createApp(adapterFor(), logger, fakes(), {
+      controllers: [ForgotController, ForgotRoutesController, WhoController, HalfGuardedController],
+    }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(PolicyConfigurationError);
+    const message = (error as Error).message;
+    expect(message).toContain(
+      '4 route(s) declare who may call them (@Audience, @AllowServiceAccounts, @AllowNamespaces or @RequireAccess) ' +
+        'but no ServiceAccountGuard covers them, so anyone may call them:\n' +
+        '- [GET /forgot] ForgotController.read\n' +
+        '- [POST /forgot/write] ForgotController.write\n' +
+        '- [GET /forgot-too/secrets/:name] ForgotRoutesController.read\n' +
+        '- [GET /half/open] HalfGuardedController.open\n',
+    );
+    expect(message).toContain('@UseGuards(ServiceAccountGuard)');
+    expect(message).toContain('{ provide: APP_GUARD, useExisting: ServiceAccountGuard }');
+    expect(message).toContain("unguardedRoutes: 'warn'");
+    // Public routes and routes that declare nothing have nothing to enforce; guarded routes are fine.
+    expect(message).not.toMatch(/healthz|plain|WhoController|HalfGuardedController\.guarded/);
+  });
+
+  it('names misconfigured and unguarded routes in the same error', async () => {
+    await expect(
+      createApp(adapterFor(), logger, fakes(), { controllers: [NothingController, ForgotController] }),
+    ).rejects.toThrow(/NothingController\.open allows nobody.*\n.*\n- \[GET \/forgot\] ForgotController\.read/s);
+  });
+
+  it('counts routes guarded by a subclass of the guard, through @UseGuards or an APP_GUARD', async () => {
+    const app = await createApp(adapterFor(), logger, fakes(), { controllers: [SubclassGuardedController] });
+    const asApi = () => request(app.getHttpServer()).get('/sub').set('Authorization', `Bearer ${TOKEN}`);
+    expect((await asApi().expect(200)).body).toEqual({ username: 'system:serviceaccount:api:api' });
+    await request(app.getHttpServer()).get('/sub').expect(401);
+    await app.close();
+
+    @Module({ controllers: [ForgotController], providers: [{ provide: APP_GUARD, useClass: AuditingGuard }] })
+    class GloballyGuarded {}
+    const global = await createApp(adapterFor(), logger, fakes(), { imports: [GloballyGuarded] });
+    await request(global.getHttpServer()).get('/forgot').expect(401);
+    await global.close();
+  });
+
+  describe("with unguardedRoutes: 'warn'", () => {
+    let app: INestApplication;
+    const warned = new RecordingLogger();
+
+    beforeAll(async () => {
+      app = await createApp(adapterFor(), warned, fakes(), {
+        controllers: [ForgotController, ForgotRoutesController],
+        options: { unguardedRoutes: 'warn' },
+      });
+    });
+
+    afterAll(() => app.close());
+
+    it('starts, and warns naming every unguarded route', () => {
+      expect(warned.text()).toContain(
+        '3 route(s) declare who may call them (@Audience, @AllowServiceAccounts, @AllowNamespaces or @RequireAccess) ' +
+          'but no ServiceAccountGuard covers them, so anyone may call them:\n' +
+          '- [GET /forgot] ForgotController.read\n' +
+          '- [POST /forgot/write] ForgotController.write\n' +
+          '- [GET /forgot-too/secrets/:name] ForgotRoutesController.read\n' +
+          'Guard them with @UseGuards(ServiceAccountGuard) on their controller or handler, or guard every route with ' +
+          "{ provide: APP_GUARD, useExisting: ServiceAccountGuard } in the root module's providers " +
+          "(unguardedRoutes: 'warn': start-up goes on).",
+      );
+      expect(warned.lines).toContain('0 guarded and 0 public route(s) checked');
+    });
+
+    it.each([
+      ['/forgot', 'ForgotController.read'],
+      ['/forgot-too/plain', 'ForgotRoutesController.plain'],
+    ])(
+      'answers 500 where @Caller() is read on %s, naming the route in the log, never a TypeError',
+      async (path, where) => {
+        warned.lines.length = 0;
+        const res = await request(app.getHttpServer()).get(path).set('Authorization', `Bearer ${TOKEN}`).expect(500);
+        expect(res.body).toEqual({ statusCode: 500, message: 'Internal server error' });
+        expect(warned.text()).toContain(
+          `UnguardedRouteError: @Caller() on ${where}: the route is not guarded by ServiceAccountGuard, so no caller ` +
+            'was checked. Add @UseGuards(ServiceAccountGuard) to its controller or handler',
+        );
+        expect(warned.text()).not.toContain('TypeError');
+      },
+    );
+
+    it('gives @Caller() undefined on a public route', async () => {
+      expect((await request(app.getHttpServer()).get('/forgot/healthz').expect(200)).body).toEqual({ username: null });
+    });
+  });
+
   it('stops start-up, saying where it looked, when there are no credentials for the API server', async () => {
     const saved = { ...process.env };
     const home = mkdtempSync(join(tmpdir(), 'k8s-auth-no-home-'));
@@ -455,5 +691,41 @@ describe.each(ADAPTERS)('ServiceAccountGuard at start-up on %s', (_name, adapter
         'PlainController.plain is guarded by ServiceAccountGuard but names no audience',
       );
     }
+
+    // A global guard covers health checks too: start-up suggests @PublicRoute() for a route that declares nothing.
+    const errorOf = (imports: Type[], options?: K8sAuthModuleOptions) =>
+      createApp(adapterFor(), logger, fakes(), { imports, options }).then(
+        () => '',
+        (err: Error) => err.message,
+      );
+    const hint =
+      'if it needs no token (a health check, metrics), mark it @PublicRoute() instead: an APP_GUARD guards every route';
+    expect(await errorOf([GuardedByClass])).toBe(
+      '1 route(s) guarded by ServiceAccountGuard cannot be enforced as written:\n' +
+        '- [GET /plain] PlainController.plain is guarded by ServiceAccountGuard but names no audience: ' +
+        `add @Audience('<this service>') or the module option 'audiences'; ${hint}`,
+    );
+    expect(await errorOf([GuardedByClass], { audiences: ['secret-store'] })).toBe(
+      '1 route(s) guarded by ServiceAccountGuard cannot be enforced as written:\n' +
+        `- [GET /plain] PlainController.plain allows nobody: add @AllowServiceAccounts or @AllowNamespaces; ${hint}`,
+    );
+
+    // Not for a route that declares a policy, nor for one that names the guard itself.
+    @Controller('declared')
+    @Audience('secret-store')
+    class DeclaredController {
+      @Get()
+      declared() {
+        return 'declared';
+      }
+    }
+    @Module({ controllers: [DeclaredController], providers: [{ provide: APP_GUARD, useClass: ServiceAccountGuard }] })
+    class GuardedDeclared {}
+    expect(await errorOf([GuardedDeclared])).not.toContain('@PublicRoute()');
+    expect(await errorOf([], undefined)).toBe('');
+    const local = await createApp(adapterFor(), logger, fakes(), { controllers: [NothingController] }).catch(
+      (err: Error) => err.message,
+    );
+    expect(local).not.toContain('@PublicRoute()');
   });
 });

@@ -26,7 +26,13 @@ import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import { debugEnabled, logSafe, tokenFingerprint } from '../observability/log-safe';
 import { KubernetesApiClient } from '../kube/kubernetes-api.client';
 import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
-import { isCallerAllowed, PolicyConfigurationError, RoutePolicies, type RoutePolicy } from './route-policy';
+import {
+  type CallerPolicy,
+  isCallerAllowed,
+  PolicyConfigurationError,
+  RoutePolicies,
+  type RoutePolicy,
+} from './route-policy';
 
 // The identity the guard established for each request, for `@Caller()`: kept beside the request, so that the guard
 // adds nothing to Express's or Fastify's request objects.
@@ -77,12 +83,13 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
   }
 
   /**
-   * Checks every guarded route's decorators as the app starts, and that the API server can be reached with some
-   * credentials: a misconfigured route, or a service with no credentials, stops start-up.
+   * Checks every guarded route's decorators as the app starts, that every route that declares who may call it is
+   * guarded, and that the API server can be reached with some credentials: a misconfigured or unguarded route, or a
+   * service with no credentials, stops start-up.
    */
   onApplicationBootstrap(): void {
-    const guarded = this.policies.checkAll((guard) => isServiceAccountGuard(guard));
-    if (guarded > 0) this.api.checkConfiguration();
+    const routes = this.policies.checkAll((guard) => isServiceAccountGuard(guard));
+    if (routes.guarded + routes.public > 0) this.api.checkConfiguration();
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -93,7 +100,9 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
 
     const result = await this.authenticate(token, policy.audiences, context);
     if (!result.accepted) {
-      this.logger.warn(`refused token ${tokenFingerprint(token)}: ${result.reason}`);
+      // What the route expects comes from its own decorators, not from the request.
+      const expected = result.reason === 'wrong audience' ? ` (the route accepts ${describeAudiences(policy)})` : '';
+      this.logger.warn(`refused token ${tokenFingerprint(token)} on ${policy.where}: ${result.reason}${expected}`);
       throw this.refusal(context, 'forbidden', new ForbiddenException(result.reason));
     }
     const caller = result.caller;
@@ -101,7 +110,10 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
       policy.callers &&
       !isCallerAllowed(policy.callers, { namespace: caller.namespace, name: caller.serviceAccount })
     ) {
-      this.logger.warn(`refused ${caller.username} (token ${tokenFingerprint(token)}): caller not allowed`);
+      this.logger.warn(
+        `refused ${caller.username} (token ${tokenFingerprint(token)}) on ${policy.where}: caller not allowed ` +
+          `(the route allows ${describeCallers(policy.callers)})`,
+      );
       throw this.refusal(context, 'forbidden', new ForbiddenException('caller not allowed'));
     }
     if (policy.access.length > 0) await this.authorize(policy, caller, request, token, context);
@@ -221,6 +233,19 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
     if (typeof response.setHeader === 'function') response.setHeader(name, value);
     else response.header?.(name, value);
   }
+}
+
+function describeAudiences(policy: RoutePolicy): string {
+  return policy.audiences.length === 0
+    ? 'tokens meant for the API server'
+    : `audience(s) ${policy.audiences.join(', ')}`;
+}
+
+function describeCallers(callers: CallerPolicy): string {
+  const allowed = [];
+  if (callers.serviceAccounts?.length) allowed.push(`service account(s) ${callers.serviceAccounts.join(', ')}`);
+  if (callers.namespaces?.length) allowed.push(`namespace(s) ${callers.namespaces.join(', ')}`);
+  return allowed.join(' and ');
 }
 
 /** The guard class, a subclass of it, or an instance of either (as `@UseGuards` and `APP_GUARD` name guards). */

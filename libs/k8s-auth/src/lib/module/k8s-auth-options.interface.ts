@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client';
 import type { TokenHeader } from '../guard/bearer-token';
-import type { API_SERVER_AUDIENCE, TOKEN_VERIFICATIONS } from './k8s-auth.constants';
+import type { API_SERVER_AUDIENCE, TOKEN_VERIFICATIONS, UNGUARDED_ROUTE_ACTIONS } from './k8s-auth.constants';
 
 /** A token read from a file that the kubelet projects and rotates. */
 export interface ProjectedTokenFileOptions {
@@ -41,6 +41,9 @@ export type TokenSourceOptions = ProjectedTokenFileOptions | TokenRequestOptions
  *   Secret or a node only, get a TokenReview (cached); so do new tokens while the watches are stale.
  */
 export type TokenVerification = (typeof TOKEN_VERIFICATIONS)[number];
+
+/** See the `unguardedRoutes` option. */
+export type UnguardedRouteAction = (typeof UNGUARDED_ROUTE_ACTIONS)[number];
 
 export interface K8sAuthModuleOptions {
   /**
@@ -127,6 +130,14 @@ export interface K8sAuthModuleOptions {
   retryAfterSeconds?: number;
   /** This service's own tokens for outgoing calls, by name (e.g. the callee's audience). */
   tokenSources?: Record<string, TokenSourceOptions>;
+  /**
+   * What start-up does about a route that carries `@Audience`, `@AllowServiceAccounts`, `@AllowNamespaces` or
+   * `@RequireAccess` (on itself or its controller) but that no ServiceAccountGuard covers (no `APP_GUARD`, no
+   * `@UseGuards`): anyone may call it. `'error'` stops start-up with an error naming every such route; `'warn'` logs
+   * it and goes on, for an app that guards those routes another way (a guard of its own, `app.useGlobalGuards()`).
+   * @default 'error'
+   */
+  unguardedRoutes?: UnguardedRouteAction;
   /** Where review counters and latencies go; `false` for none. @default prom-client's global registry */
   metrics?: Registry | false;
 }

@@ -11,6 +11,12 @@ export const API_SERVER_AUDIENCE = 'api-server' as const;
 /** The ways a caller's token can be verified (the `verification` option); see `TokenVerification`. */
 export const TOKEN_VERIFICATIONS = ['tokenReview', 'local', 'local+review', 'local+watch'] as const;
 
+/**
+ * What start-up does about a route that carries the library's decorators but that no ServiceAccountGuard covers
+ * (the `unguardedRoutes` option).
+ */
+export const UNGUARDED_ROUTE_ACTIONS = ['error', 'warn'] as const;
+
 /** The one table of option defaults, applied by `resolveOptions` at start-up: the classes never read it. */
 export const DEFAULTS = {
   requestTimeoutMs: 5_000,
@@ -35,4 +41,5 @@ export const DEFAULTS = {
   tokenWaitForFileMs: 0,
   tokenExpirationSeconds: 600,
   projectedTokenDirectory: '/var/run/secrets/tokens',
+  unguardedRoutes: 'error',
 } as const;

@@ -34,6 +34,7 @@ describe('resolveOptions', () => {
       jwksMinRefreshIntervalMs: 1_000,
       watchStalenessMs: 2_000,
       retryAfterSeconds: 5,
+      unguardedRoutes: 'error',
       tokenSources: new Map(),
       metrics: globalRegistry,
     });
@@ -111,6 +112,27 @@ describe('resolveOptions', () => {
         );
       },
     );
+  });
+
+  describe('unguardedRoutes', () => {
+    it.each(['error', 'warn'])('accepts %p', (action) => {
+      expect(resolve({ unguardedRoutes: action }).unguardedRoutes).toBe(action);
+    });
+
+    it.each([
+      ['ignore', '"ignore"'],
+      ['Warn', '"Warn"'],
+      [false, 'false'],
+      [0, '0'],
+    ])('refuses %p, listing what it accepts', (value, got) => {
+      expect(() => resolve({ unguardedRoutes: value })).toThrow(
+        refusal('unguardedRoutes', 'one of "error", "warn"', got),
+      );
+    });
+
+    it('counts null as unset', () => {
+      expect(resolve({ unguardedRoutes: null }).unguardedRoutes).toBe('error');
+    });
   });
 
   describe('audiences', () => {

@@ -1,8 +1,8 @@
 import type { FactoryProvider } from '@nestjs/common';
 import { register as globalRegistry, type Registry } from 'prom-client';
 import { TOKEN_HEADERS, type TokenHeader } from '../guard/bearer-token';
-import { API_SERVER_AUDIENCE, DEFAULTS, TOKEN_VERIFICATIONS } from './k8s-auth.constants';
-import type { K8sAuthModuleOptions, TokenVerification } from './k8s-auth-options.interface';
+import { API_SERVER_AUDIENCE, DEFAULTS, TOKEN_VERIFICATIONS, UNGUARDED_ROUTE_ACTIONS } from './k8s-auth.constants';
+import type { K8sAuthModuleOptions, TokenVerification, UnguardedRouteAction } from './k8s-auth-options.interface';
 import { MODULE_OPTIONS_TOKEN } from './k8s-auth.module-definition';
 import {
   invalidOption,
@@ -46,6 +46,7 @@ export interface ResolvedOptions {
   readonly jwksMinRefreshIntervalMs: number;
   readonly watchStalenessMs: number;
   readonly retryAfterSeconds: number;
+  readonly unguardedRoutes: UnguardedRouteAction;
   /** By name. */
   readonly tokenSources: ReadonlyMap<string, ResolvedTokenSource>;
   readonly metrics: Registry | false;
@@ -82,6 +83,11 @@ export function resolveOptions(options: K8sAuthModuleOptions): ResolvedOptions {
     audiences,
     tokenHeaders: resolveTokenHeaders(options.tokenHeaders ?? DEFAULTS.tokenHeaders),
     verification,
+    unguardedRoutes: oneOf(
+      'unguardedRoutes',
+      options.unguardedRoutes ?? DEFAULTS.unguardedRoutes,
+      UNGUARDED_ROUTE_ACTIONS,
+    ),
     tokenSources: resolveTokenSources(options.tokenSources),
     metrics: resolveMetrics(options.metrics),
     requestTimeoutMs: numeric('requestTimeoutMs', positiveTimer),

@@ -1,0 +1,105 @@
+import { RequestMethod, type Type } from '@nestjs/common';
+import { GUARDS_METADATA, METHOD_METADATA, PATH_METADATA } from '@nestjs/common/constants';
+import { APP_GUARD, type DiscoveryService, type MetadataScanner } from '@nestjs/core';
+import {
+  ALLOW_NAMESPACES_KEY,
+  ALLOW_SERVICE_ACCOUNTS_KEY,
+  AUDIENCE_KEY,
+  PUBLIC_ROUTE_KEY,
+  REQUIRE_ACCESS_KEY,
+} from '../module/k8s-auth.constants';
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
+export type Handler = Function;
+
+/** The decorators that say who may call a route: on a route no guard covers, nobody enforces them. */
+const POLICY_KEYS = [AUDIENCE_KEY, ALLOW_SERVICE_ACCOUNTS_KEY, ALLOW_NAMESPACES_KEY, REQUIRE_ACCESS_KEY];
+
+/** An HTTP route of the app, as its decorators declare it. */
+export interface DiscoveredRoute {
+  readonly controller: Type;
+  readonly handler: Handler;
+  /** `Controller.handler`. */
+  readonly where: string;
+  /** `GET /secrets/:name`, as the controller and the handler declare it (without a global prefix or module path). */
+  readonly path: string;
+  /**
+   * How the guard covers the route: `local` by `@UseGuards` on the controller or the handler (which wins), `global`
+   * by an `APP_GUARD` only, `false` not at all.
+   */
+  readonly guarded: 'local' | 'global' | false;
+  /** `@PublicRoute()` on the handler or its controller. */
+  readonly public: boolean;
+  /** `@Audience`, `@AllowServiceAccounts`, `@AllowNamespaces` or `@RequireAccess` on the handler or its controller. */
+  readonly declaresPolicy: boolean;
+}
+
+/**
+ * Every HTTP route of the app's controllers, with whether `isGuard` covers it, through `@UseGuards` or an `APP_GUARD`
+ * provider. A guard set with `app.useGlobalGuards()` is not a provider, and is not seen.
+ */
+export function discoverRoutes(
+  discovery: DiscoveryService,
+  scanner: MetadataScanner,
+  isGuard: (guard: unknown) => boolean,
+): DiscoveredRoute[] {
+  const global = discovery
+    .getProviders()
+    // `useClass` names the guard as the provider's class, `useExisting` only through the instance.
+    .some(
+      (w) =>
+        typeof w.token === 'string' && w.token.startsWith(APP_GUARD) && (isGuard(w.metatype) || isGuard(w.instance)),
+    );
+  const routes: DiscoveredRoute[] = [];
+  for (const wrapper of discovery.getControllers()) {
+    const controller = wrapper.metatype as Type | undefined;
+    if (!controller?.prototype) continue;
+    const onController = guardsOn(controller).some(isGuard);
+    for (const name of scanner.getAllMethodNames(controller.prototype)) {
+      const handler = controller.prototype[name] as Handler;
+      if (Reflect.getMetadata(PATH_METADATA, handler) === undefined) continue;
+      const local = onController || guardsOn(handler).some(isGuard);
+      routes.push({
+        controller,
+        handler,
+        where: `${controller.name}.${handler.name}`,
+        path: pathOf(controller, handler),
+        guarded: local ? 'local' : global ? 'global' : false,
+        public: hasAny([PUBLIC_ROUTE_KEY], controller, handler),
+        declaresPolicy: hasAny(POLICY_KEYS, controller, handler),
+      });
+    }
+  }
+  return routes;
+}
+
+function guardsOn(target: object): unknown[] {
+  return (Reflect.getMetadata(GUARDS_METADATA, target) as unknown[] | undefined) ?? [];
+}
+
+function hasAny(keys: readonly string[], controller: Type, handler: Handler): boolean {
+  return keys.some((key) => Reflect.hasMetadata(key, handler) || Reflect.hasMetadata(key, controller));
+}
+
+/** `GET /a/:id`; a controller or a handler with several paths gives each combination, `GET /a, /b`. */
+function pathOf(controller: Type, handler: Handler): string {
+  const method = RequestMethod[Reflect.getMetadata(METHOD_METADATA, handler) as number] ?? 'GET';
+  const paths: string[] = [];
+  for (const prefix of pathsOf(controller)) {
+    for (const own of pathsOf(handler)) {
+      paths.push(
+        `/${[prefix, own]
+          .map((p) => p.replace(/^\/+|\/+$/g, ''))
+          .filter(Boolean)
+          .join('/')}`,
+      );
+    }
+  }
+  return `${method} ${paths.join(', ')}`;
+}
+
+function pathsOf(target: object): string[] {
+  const declared = Reflect.getMetadata(PATH_METADATA, target) as string | string[] | undefined;
+  const list = (Array.isArray(declared) ? declared : [declared]).filter((p): p is string => typeof p === 'string');
+  return list.length > 0 ? list : [''];
+}
