@@ -23,7 +23,7 @@ import {
 } from '../authn/authentication.types';
 import { extractToken, type RequestHeaders, tokenHeadersOf } from './bearer-token';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
-import { debugEnabled, logSafe, tokenFingerprint } from '../observability/log-safe';
+import { tokenFingerprint } from '../observability/log-safe';
 import { KubernetesApiClient } from '../kube/kubernetes-api.client';
 import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
 import {
@@ -118,10 +118,6 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
     }
     if (policy.access.length > 0) await this.authorize(policy, caller, request, token, context);
 
-    // The username is checked as Kubernetes names; the pod name is a claim, as signed.
-    if (debugEnabled(this.logger)) {
-      this.logger.debug(`allowed ${caller.username} pod=${logSafe(caller.podName ?? '-')}`);
-    }
     this.metrics.decision('allowed');
     setRequestCaller(request, caller);
     return true;
