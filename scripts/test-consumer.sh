@@ -36,10 +36,13 @@ start=$(date +%s)
 npm install --no-audit --no-fund "$tarball"
 elapsed install "$start"
 
-step "typecheck (module commonjs, moduleResolution node, skipLibCheck false) and e2e tests"
+step "typecheck (module commonjs, moduleResolution node, skipLibCheck false), unit and e2e tests"
 start=$(date +%s)
 npm run typecheck
+# nest new's two Jest configurations: package.json's (rootDir src) and test/jest-e2e.json (rootDir test). The e2e
+# tests boot the app with the test double (no credentials) and against a real control plane.
 npm test
+npm run test:e2e
 elapsed "typecheck and tests" "$start"
 
 step "the package's types without axios installed"

@@ -1,8 +1,13 @@
 /**
  * Testing entry point (`@k8s-auth/nestjs/testing`): a real kube-apiserver and etcd on loopback, and
  * helpers to create service accounts, pods and tokens in it, so that tests prove auth decisions
- * against the real API server.
+ * against the real API server; and test doubles, so that tests of an app's own logic boot it with
+ * no API server and no credentials.
  */
+export { fakeToken, fakeTokenAuthenticator } from './fake-token-authenticator';
+export type { FakeIdentity, FakeTokenAuthenticatorOptions } from './fake-token-authenticator';
+export { fakeTokenSources } from './fake-token-sources';
+export { fakeAccessReviewer } from './fake-access-reviewer';
 export { startControlPlane, stopControlPlaneByState } from './control-plane';
 export type { ControlPlane, ControlPlaneOptions, ControlPlaneState } from './control-plane';
 export { ensureControlPlaneBinaries, controlPlaneVersions, defaultCacheDirectory } from './control-plane-binaries';

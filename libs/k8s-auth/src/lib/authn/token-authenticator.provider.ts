@@ -12,6 +12,14 @@ import { SigningKeys } from './signing-keys';
 import { TokenReviewAuthenticator } from './token-review.authenticator';
 import { BindingWatchAuthenticator } from './watch/binding-watch.authenticator';
 
+// The authenticators this module made: they ask the API server. One a test provides instead needs no credentials.
+const madeByModule = new WeakSet<object>();
+
+/** Whether `authenticator` is one of this module's, which asks the API server (not one a test put in its place). */
+export function asksApiServer(authenticator: TokenAuthenticator): boolean {
+  return madeByModule.has(authenticator);
+}
+
 /**
  * The guard's authenticator, as the `verification` option composes it, with its answers cached. `options` are
  * resolved and checked already (`resolveOptions`), so a `local` mode has this service's own audiences. `callers`:
@@ -56,6 +64,10 @@ export function createTokenAuthenticator(
 
 export const tokenAuthenticatorProvider: Provider = {
   provide: TOKEN_AUTHENTICATOR,
-  useFactory: createTokenAuthenticator,
+  useFactory: (...args: Parameters<typeof createTokenAuthenticator>) => {
+    const authenticator = createTokenAuthenticator(...args);
+    madeByModule.add(authenticator);
+    return authenticator;
+  },
   inject: [RESOLVED_OPTIONS, KubernetesApiClient, K8sAuthMetrics, RoutePolicies],
 };

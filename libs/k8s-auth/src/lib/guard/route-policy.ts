@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type Type } from '@nestjs/common';
-import { PATH_METADATA } from '@nestjs/common/constants';
-import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import { GUARDS_METADATA, PATH_METADATA } from '@nestjs/common/constants';
+import { APP_GUARD, DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { type AccessCheck, validateAccessChecks } from '../authz/access-check';
 import { isDns1123Label, isDns1123Subdomain, type ServiceAccountName } from '../kube/kubernetes-names';
 import {
@@ -123,6 +123,7 @@ export class RoutePolicies {
   private readonly logger = new Logger('ServiceAccountGuard');
   private readonly known = new WeakMap<Type, WeakMap<Handler, RoutePolicy>>();
   private checked = false;
+  private withAccessChecks = false;
   private readonly allowed = { namespaces: new Set<string>(), serviceAccounts: new Set<string>() };
   private markAllChecked!: () => void;
   /** Resolves once {@link checkAll} has read every guarded route: {@link allowlisted} is complete from then on. */
@@ -145,6 +146,7 @@ export class RoutePolicies {
     let policy = byHandler.get(handler);
     if (!policy) {
       byHandler.set(handler, (policy = this.read(controller, handler)));
+      if (policy.access.length > 0) this.withAccessChecks = true;
       for (const namespace of policy.callers?.namespaces ?? []) this.allowed.namespaces.add(namespace);
       for (const account of policy.callers?.serviceAccounts ?? []) this.allowed.serviceAccounts.add(account);
     }
@@ -198,6 +200,37 @@ export class RoutePolicies {
     this.logger.log(`${count.guarded} guarded and ${count.public} public route(s) checked`);
     this.markAllChecked();
     return count;
+  }
+
+  /** Whether a route read so far has `@RequireAccess` checks: after {@link checkAll}, whether any guarded route has. */
+  hasAccessChecks(): boolean {
+    return this.withAccessChecks;
+  }
+
+  /**
+   * Whether a guard object that `isInstance` accepts runs for some route: as an `APP_GUARD`, or named by `@UseGuards`
+   * (Nest builds that one in the controller's module). A guard a test put in its place (`overrideGuard`,
+   * `overrideProvider`) is another object, even where the decorators still name the class.
+   */
+  runsForSomeRoute(isInstance: (guard: unknown) => boolean): boolean {
+    const global = this.discovery
+      .getProviders()
+      .some((w) => typeof w.token === 'string' && w.token.startsWith(APP_GUARD) && isInstance(w.instance));
+    if (global) return true;
+    return this.discovery.getControllers().some((wrapper) => {
+      const controller = wrapper.metatype as Type | undefined;
+      if (!controller?.prototype) return false;
+      const handlers = this.scanner.getAllMethodNames(controller.prototype).map((name) => controller.prototype[name]);
+      return [controller, ...handlers]
+        .flatMap((target) => this.guardsOn(target as object))
+        .some((guard) =>
+          isInstance(typeof guard === 'function' ? wrapper.host?.injectables.get(guard)?.instance : guard),
+        );
+    });
+  }
+
+  private guardsOn(target: object): unknown[] {
+    return (Reflect.getMetadata(GUARDS_METADATA, target) as unknown[] | undefined) ?? [];
   }
 
   private read(controller: Type, handler: Handler): RoutePolicy {

@@ -277,23 +277,23 @@ const ADAPTERS: Array<[string, () => FastifyAdapter | undefined]> = [
 async function createApp(
   adapter: FastifyAdapter | undefined,
   logger: RecordingLogger,
-  fakes: { tokens: FakeAuthenticator; access: FakeAccessReviewer; api?: KubernetesApiClient },
+  fakes: { tokens?: FakeAuthenticator; access: FakeAccessReviewer; api?: KubernetesApiClient },
   metadata: { controllers?: Type[]; imports?: Type[]; options?: K8sAuthModuleOptions },
 ): Promise<INestApplication> {
-  const moduleRef = await Test.createTestingModule({
+  let builder = Test.createTestingModule({
     imports: [
       K8sAuthModule.forRoot({ metrics: false, isGlobal: true, ...metadata.options }),
       ...(metadata.imports ?? []),
     ],
     controllers: metadata.controllers ?? [],
   })
-    .overrideProvider(TOKEN_AUTHENTICATOR)
-    .useValue(fakes.tokens)
     .overrideProvider(AccessReviewer)
     .useValue(fakes.access)
     .overrideProvider(KubernetesApiClient)
-    .useValue(fakes.api ?? { checkConfiguration: () => undefined })
-    .compile();
+    .useValue(fakes.api ?? { checkConfiguration: () => undefined });
+  // Without a fake, the module's own authenticator: the one that needs credentials at start-up.
+  if (fakes.tokens) builder = builder.overrideProvider(TOKEN_AUTHENTICATOR).useValue(fakes.tokens);
+  const moduleRef = await builder.compile();
   const app = adapter
     ? moduleRef.createNestApplication(adapter, { logger })
     : moduleRef.createNestApplication({ logger });
@@ -618,7 +618,7 @@ describe.each(ADAPTERS)('ServiceAccountGuard at start-up on %s', (_name, adapter
       delete process.env['KUBERNETES_SERVICE_HOST'];
       const api = new KubernetesApiClient(resolveOptions({}));
       await expect(
-        createApp(adapterFor(), logger, { ...fakes(), api }, { controllers: [WhoController] }),
+        createApp(adapterFor(), logger, { ...fakes(), tokens: undefined, api }, { controllers: [WhoController] }),
       ).rejects.toThrow(
         `Cannot load a Kubernetes client configuration (${join(home, '.kube', 'config')}): found no credentials: no ` +
           'kubeconfig option, not in a pod (KUBERNETES_SERVICE_HOST is not set), KUBECONFIG is not set',

@@ -21,6 +21,7 @@ import {
   TOKEN_AUTHENTICATOR,
   type TokenAuthenticator,
 } from '../authn/authentication.types';
+import { asksApiServer } from '../authn/token-authenticator.provider';
 import { extractToken, type RequestHeaders, tokenHeadersOf } from './bearer-token';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import { tokenFingerprint } from '../observability/log-safe';
@@ -85,11 +86,13 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
   /**
    * Checks every guarded route's decorators as the app starts, that every route that declares who may call it is
    * guarded, and that the API server can be reached with some credentials: a misconfigured or unguarded route, or a
-   * service with no credentials, stops start-up.
+   * service with no credentials, stops start-up. Not the credentials when a test replaced what would ask the API
+   * server: the guard (`overrideGuard`, `overrideProvider`), or the authenticator (and, for `@RequireAccess` routes,
+   * the access reviewer).
    */
   onApplicationBootstrap(): void {
     const routes = this.policies.checkAll((guard) => isServiceAccountGuard(guard));
-    if (routes.guarded + routes.public > 0) this.api.checkConfiguration();
+    if (routes.guarded + routes.public > 0 && this.asksApiServer()) this.api.checkConfiguration();
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -160,6 +163,14 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
       if (err instanceof PolicyConfigurationError) throw this.misconfigured(err);
       throw err;
     }
+  }
+
+  private asksApiServer(): boolean {
+    if (!this.policies.runsForSomeRoute((guard) => guard instanceof ServiceAccountGuard)) return false;
+    return (
+      asksApiServer(this.authenticator) ||
+      (this.policies.hasAccessChecks() && this.accessReviewer instanceof AccessReviewer)
+    );
   }
 
   /** A route whose decorators cannot be enforced never opens; the details go to the log only. */

@@ -107,10 +107,19 @@ export class KubernetesApiClient implements OnApplicationShutdown {
   /**
    * Loads the client configuration now, so that a service that reviews tokens stops at start-up, saying where it
    * looked, rather than answering every token with 503.
-   * @throws Error when there are no usable credentials.
+   * @throws Error when there are no usable credentials; it names the test double, for tests that need no API server.
    */
   checkConfiguration(): void {
-    this.connection();
+    try {
+      this.connection();
+    } catch (err) {
+      throw new Error(
+        `${err instanceof Error ? err.message : String(err)}. Tests that need no API server replace the ` +
+          'authenticator: overrideProvider(TOKEN_AUTHENTICATOR).useValue(fakeTokenAuthenticator({ identities })), ' +
+          'from @k8s-auth/nestjs/testing',
+        { cause: err },
+      );
+    }
   }
 
   /**
