@@ -435,18 +435,7 @@ export function describeAttacks(ctx: SuiteContext): void {
       let accountDeleted = false;
       try {
         // Until its watches hold their first lists, the store asks TokenReview: waited out, not counted.
-        await eventually(
-          'the local+watch store answering from its watches (a new token accepted with no TokenReview)',
-          async () => {
-            const token = await env.mint(ACCOUNTS.api, { boundObject: { kind: 'Pod', ...env.pods.api } });
-            const before = await reviews();
-            const res = await send(token);
-            if (res.status !== 200) throw new Error(`a valid token answered ${res.status}`);
-            return (await reviews()) === before ? true : undefined;
-          },
-          30_000,
-          200,
-        );
+        await env.servedFromWatches(send);
 
         const pod = await createPod(env.cp.kubeConfig, ACCOUNTS.api, 'api-watched-0');
         const podBound = await env.mint(ACCOUNTS.api, { boundObject: { kind: 'Pod', ...pod } });

@@ -262,7 +262,6 @@ export function describeFaults(ctx: SuiteContext): void {
       const via = await env.kubeconfigVia('secretStore', `https://127.0.0.1:${await partition.start()}`);
       const store = await env.startSecretStore({ kubeconfig: via, env: { VERIFICATION: 'local+watch' } });
       const send = (token: string) => call(ctx.ledger, store.url, { headers: bearer(token) });
-      const reviews = () => countApiServerRequests(env.cp.kubeConfig, 'tokenreviews');
       const podToken = async (name: string) => {
         const pod = await createPod(env.cp.kubeConfig, ACCOUNTS.api, name);
         return { pod, token: await env.mint(ACCOUNTS.api, { boundObject: { kind: 'Pod', ...pod } }) };
@@ -270,18 +269,7 @@ export function describeFaults(ctx: SuiteContext): void {
       const remove = (pod: { name: string }) => deletePod(env.cp.kubeConfig, ACCOUNTS.api.namespace, pod.name);
       try {
         // Until its watches hold their first lists, the store asks TokenReview: waited out.
-        await eventually(
-          'the local+watch store answering from its watches (a new token accepted with no TokenReview)',
-          async () => {
-            const token = await env.mint(ACCOUNTS.api, { boundObject: { kind: 'Pod', ...env.pods.api } });
-            const before = await reviews();
-            const res = await send(token);
-            if (res.status !== 200) throw new Error(`a valid token answered ${res.status}`);
-            return (await reviews()) === before ? true : undefined;
-          },
-          30_000,
-          200,
-        );
+        await env.servedFromWatches(send);
         const [control, cached, unseen, live] = [
           await podToken('api-partition-control'),
           await podToken('api-partition-cached'),

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
   type ControlPlane,
+  countApiServerRequests,
   createClusterObjects,
   createPod,
   kubeConfigFor,
@@ -13,6 +14,8 @@ import {
   startControlPlane,
   TokenProjector,
 } from '@k8s-auth/nestjs/testing';
+import { eventually } from './context';
+import type { HttpOutcome } from './http';
 import type { SecretLedger } from './ledger';
 import { type BuiltApp, type BuiltService, startBuiltService } from '@k8s-auth/service-runtime/testing';
 
@@ -120,6 +123,26 @@ export class SecurityEnvironment {
     });
     this.ledger.addToken(token);
     return token;
+  }
+
+  /**
+   * Waits until a new token of api:api, sent with `send` to a local+watch store, is accepted with no TokenReview
+   * counted: until its watches hold their first lists, such a store asks TokenReview. Returns that token.
+   */
+  servedFromWatches(send: (token: string) => Promise<HttpOutcome>): Promise<string> {
+    const reviews = () => countApiServerRequests(this.cp.kubeConfig, 'tokenreviews');
+    return eventually(
+      'the local+watch store answering from its watches (a new token accepted with no TokenReview)',
+      async () => {
+        const token = await this.mint(ACCOUNTS.api, { boundObject: { kind: 'Pod', ...this.pods.api } });
+        const before = await reviews();
+        const res = await send(token);
+        if (res.status !== 200) throw new Error(`a valid token answered ${res.status}`);
+        return (await reviews()) === before ? token : undefined;
+      },
+      30_000,
+      200,
+    );
   }
 
   async readToken(file: string): Promise<string> {
