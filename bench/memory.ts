@@ -92,7 +92,10 @@ async function memory(input: MemoryInput): Promise<MemoryOutput> {
   );
   const guard = app.get(ServiceAccountGuard);
   // The module's CachedAuthenticator: its accepted answers are what the default bound keeps.
-  const answers = (app.get(TOKEN_AUTHENTICATOR) as { acceptances: { clear(): void; size: number } }).acceptances;
+  const cached = app.get(TOKEN_AUTHENTICATOR) as {
+    answers: { kept: { good: { clear(): void; size: number } } };
+  };
+  const answers = cached.answers.kept.good;
   // One call first, so that everything loaded once (kubeconfig, agent, route policy) is in the baseline.
   await guard.canActivate(contextFor(tokenFor()));
   answers.clear();
