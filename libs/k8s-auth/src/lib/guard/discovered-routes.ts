@@ -43,13 +43,8 @@ export function discoverRoutes(
   scanner: MetadataScanner,
   isGuard: (guard: unknown) => boolean,
 ): DiscoveredRoute[] {
-  const global = discovery
-    .getProviders()
-    // `useClass` names the guard as the provider's class, `useExisting` only through the instance.
-    .some(
-      (w) =>
-        typeof w.token === 'string' && w.token.startsWith(APP_GUARD) && (isGuard(w.metatype) || isGuard(w.instance)),
-    );
+  // `useClass` names the guard as the provider's class, `useExisting` only through the instance.
+  const global = appGuards(discovery).some((w) => isGuard(w.metatype) || isGuard(w.instance));
   const routes: DiscoveredRoute[] = [];
   for (const wrapper of discovery.getControllers()) {
     const controller = wrapper.metatype as Type | undefined;
@@ -71,6 +66,34 @@ export function discoverRoutes(
     }
   }
   return routes;
+}
+
+/**
+ * Whether a guard object that `isInstance` accepts runs for some route: as an `APP_GUARD`, or named by `@UseGuards`
+ * (Nest builds that one in the controller's module). A guard a test put in its place (`overrideGuard`,
+ * `overrideProvider`) is another object, even where the decorators still name the class.
+ */
+export function guardRunsForSomeRoute(
+  discovery: DiscoveryService,
+  scanner: MetadataScanner,
+  isInstance: (guard: unknown) => boolean,
+): boolean {
+  if (appGuards(discovery).some((w) => isInstance(w.instance))) return true;
+  return discovery.getControllers().some((wrapper) => {
+    const controller = wrapper.metatype as Type | undefined;
+    if (!controller?.prototype) return false;
+    const handlers = scanner.getAllMethodNames(controller.prototype).map((name) => controller.prototype[name]);
+    return [controller, ...handlers]
+      .flatMap((target) => guardsOn(target as object))
+      .some((guard) =>
+        isInstance(typeof guard === 'function' ? wrapper.host?.injectables.get(guard)?.instance : guard),
+      );
+  });
+}
+
+/** The providers registered as `APP_GUARD`. */
+function appGuards(discovery: DiscoveryService) {
+  return discovery.getProviders().filter((w) => typeof w.token === 'string' && w.token.startsWith(APP_GUARD));
 }
 
 function guardsOn(target: object): unknown[] {

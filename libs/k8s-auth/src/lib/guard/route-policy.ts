@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type Type } from '@nestjs/common';
-import { GUARDS_METADATA, PATH_METADATA } from '@nestjs/common/constants';
-import { APP_GUARD, DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import { PATH_METADATA } from '@nestjs/common/constants';
+import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { type AccessCheck, validateAccessChecks } from '../authz/access-check';
 import { isDns1123Label, isDns1123Subdomain, type ServiceAccountName } from '../kube/kubernetes-names';
 import {
@@ -12,7 +12,7 @@ import {
   REQUIRE_ACCESS_KEY,
 } from '../module/k8s-auth.constants';
 import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
-import { type DiscoveredRoute, discoverRoutes, type Handler } from './discovered-routes';
+import { type DiscoveredRoute, discoverRoutes, guardRunsForSomeRoute, type Handler } from './discovered-routes';
 
 /** What a guarded route lets through, read from its decorators and its controller's. */
 export interface RoutePolicy {
@@ -207,30 +207,9 @@ export class RoutePolicies {
     return this.withAccessChecks;
   }
 
-  /**
-   * Whether a guard object that `isInstance` accepts runs for some route: as an `APP_GUARD`, or named by `@UseGuards`
-   * (Nest builds that one in the controller's module). A guard a test put in its place (`overrideGuard`,
-   * `overrideProvider`) is another object, even where the decorators still name the class.
-   */
+  /** Whether a guard object that `isInstance` accepts runs for some route (see guardRunsForSomeRoute). */
   runsForSomeRoute(isInstance: (guard: unknown) => boolean): boolean {
-    const global = this.discovery
-      .getProviders()
-      .some((w) => typeof w.token === 'string' && w.token.startsWith(APP_GUARD) && isInstance(w.instance));
-    if (global) return true;
-    return this.discovery.getControllers().some((wrapper) => {
-      const controller = wrapper.metatype as Type | undefined;
-      if (!controller?.prototype) return false;
-      const handlers = this.scanner.getAllMethodNames(controller.prototype).map((name) => controller.prototype[name]);
-      return [controller, ...handlers]
-        .flatMap((target) => this.guardsOn(target as object))
-        .some((guard) =>
-          isInstance(typeof guard === 'function' ? wrapper.host?.injectables.get(guard)?.instance : guard),
-        );
-    });
-  }
-
-  private guardsOn(target: object): unknown[] {
-    return (Reflect.getMetadata(GUARDS_METADATA, target) as unknown[] | undefined) ?? [];
+    return guardRunsForSomeRoute(this.discovery, this.scanner, isInstance);
   }
 
   private read(controller: Type, handler: Handler): RoutePolicy {
