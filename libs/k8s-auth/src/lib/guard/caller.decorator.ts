@@ -1,6 +1,7 @@
 import { createParamDecorator, type ExecutionContext } from '@nestjs/common';
 import type { CallerIdentity } from '../authn/authentication.types';
 import { PUBLIC_ROUTE_KEY } from '../module/k8s-auth.constants';
+import { guardedCallOf } from './guarded-call';
 import { requestCaller } from './service-account.guard';
 
 /** `@Caller()` on a route that no ServiceAccountGuard checked: there is no caller to give. Nest answers 500. */
@@ -9,12 +10,13 @@ class UnguardedRouteError extends Error {
 }
 
 /**
- * The identity ServiceAccountGuard established for this request (frozen); undefined on a public route.
+ * The identity ServiceAccountGuard established for this request or gRPC call (frozen); undefined on a public route.
  * @throws UnguardedRouteError (answered 500, logged with the route's name) when no guard ran on a route that is not
  * `@PublicRoute()`, rather than hand the handler an undefined it does not expect.
  */
 export const Caller = createParamDecorator((_data: unknown, context: ExecutionContext): CallerIdentity | undefined => {
-  const caller = requestCaller(context.switchToHttp().getRequest<object>());
+  const carrier = guardedCallOf(context)?.carrier(context);
+  const caller = carrier && requestCaller(carrier);
   if (caller || isPublicRoute(context)) return caller;
   const where = `${context.getClass().name}.${context.getHandler().name}`;
   throw new UnguardedRouteError(
