@@ -42,6 +42,8 @@ export { TokenUnavailableError } from './lib/outgoing/token-source';
 export type { TokenSource } from './lib/outgoing/token-source';
 export { attachServiceAccountToken } from './lib/outgoing/outgoing-token.axios';
 export type { AttachTokenOptions, AxiosInstanceLike } from './lib/outgoing/outgoing-token.axios';
+export { fetchWithServiceAccountToken } from './lib/outgoing/outgoing-token.fetch';
+export type { FetchTokenOptions } from './lib/outgoing/outgoing-token.fetch';
 export { PolicyConfigurationError } from './lib/guard/route-policy';
 export { TOKEN_HEADERS } from './lib/guard/bearer-token';
 export type { TokenHeader } from './lib/guard/bearer-token';

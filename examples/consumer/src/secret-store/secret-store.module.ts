@@ -1,6 +1,7 @@
 import { HttpModule } from '@nestjs/axios';
 import { Module } from '@nestjs/common';
 import { SecretStoreClient } from './secret-store.client';
+import { SecretStoreHealth } from './secret-store-health';
 import { SecretStoreStatusController } from './secret-store-status.controller';
 
 @Module({
@@ -12,6 +13,6 @@ import { SecretStoreStatusController } from './secret-store-status.controller';
     }),
   ],
   controllers: [SecretStoreStatusController],
-  providers: [SecretStoreClient],
+  providers: [SecretStoreClient, SecretStoreHealth],
 })
 export class SecretStoreModule {}

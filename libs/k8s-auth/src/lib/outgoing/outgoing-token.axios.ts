@@ -1,4 +1,5 @@
 import type { AxiosError, AxiosInstance, InternalAxiosRequestConfig } from 'axios';
+import { IDEMPOTENT_METHODS, originOf, parseOrigin } from './origins';
 import type { TokenSource } from './token-source';
 
 /**
@@ -30,7 +31,6 @@ export interface AttachTokenOptions {
   followRedirects?: boolean;
 }
 
-const IDEMPOTENT = new Set(['get', 'head', 'options', 'put', 'delete', 'trace']);
 // String keys: axios copies a config's own string keys when it sends it again, not its symbols.
 const CARRIES_TOKEN = 'k8sAuthCarriesToken';
 const RETRIED = 'k8sAuthRetried';
@@ -87,8 +87,13 @@ export function attachServiceAccountToken(
 
   axios.interceptors.response.use(undefined, async (error: AxiosError) => {
     const config = error.config as TokenConfig | undefined;
-    const method = (config?.method ?? 'get').toLowerCase();
-    if (!config?.[CARRIES_TOKEN] || error.response?.status !== 401 || config[RETRIED] || !IDEMPOTENT.has(method)) {
+    const method = (config?.method ?? 'get').toUpperCase();
+    if (
+      !config?.[CARRIES_TOKEN] ||
+      error.response?.status !== 401 ||
+      config[RETRIED] ||
+      !IDEMPOTENT_METHODS.has(method)
+    ) {
       throw error;
     }
     config[RETRIED] = true;
@@ -101,7 +106,7 @@ export function attachServiceAccountToken(
 function allowedOrigins(axios: AxiosInstance, origins: readonly string[] | undefined): Set<string> {
   if (origins !== undefined) {
     if (origins.length === 0) throw new Error('attachServiceAccountToken: the origins option lists no origin');
-    return new Set(origins.map(parseOrigin));
+    return new Set(origins.map((o) => parseOrigin(o, 'attachServiceAccountToken')));
   }
   const baseURL = axios.defaults.baseURL;
   if (!baseURL) {
@@ -115,37 +120,6 @@ function allowedOrigins(axios: AxiosInstance, origins: readonly string[] | undef
     throw new Error(`attachServiceAccountToken: the baseURL '${baseURL}' is not an absolute http(s) URL`);
   }
   return new Set([origin]);
-}
-
-function parseOrigin(value: string): string {
-  let url: URL | undefined;
-  try {
-    url = new URL(value);
-  } catch {
-    url = undefined;
-  }
-  if (
-    !url ||
-    !/^https?:$/.test(url.protocol) ||
-    url.username ||
-    url.password ||
-    url.pathname !== '/' ||
-    url.search ||
-    url.hash
-  ) {
-    throw new Error(`attachServiceAccountToken: '${value}' is not an origin (scheme://host[:port])`);
-  }
-  return url.origin;
-}
-
-/** `scheme://host[:port]` of an absolute http(s) URL, else undefined. */
-function originOf(value: string): string | undefined {
-  try {
-    const url = new URL(value);
-    return /^https?:$/.test(url.protocol) ? url.origin : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function dropHeader(headers: unknown, name: string): void {
