@@ -98,6 +98,38 @@ describe('the walkthrough: api, secret-store and data-store on a real control pl
     }
   });
 
+  it('calls the store over gRPC when SECRET_STORE_TRANSPORT=grpc: api allowed, data-store refused', async () => {
+    const overGrpc = (who: 'api' | 'data-store') =>
+      env.startCaller(who, {
+        secretStoreUrl: 'http://127.0.0.1:9', // not used: every call goes over gRPC
+        env: { SECRET_STORE_TRANSPORT: 'grpc', SECRET_STORE_GRPC_TARGET: store.grpcTarget ?? '' },
+      });
+    const grpcApi = await overGrpc('api');
+    const grpcDataStore = await overGrpc('data-store');
+    try {
+      expect((await request(grpcApi.url).get('/').expect(200)).text).toBe(GREETING);
+      const refused = await request(grpcDataStore.url).get('/').expect(403);
+      expect(refused.body.message).toBe('caller not allowed');
+      expect(readFileSync(store.logFile, 'utf8')).toMatch(
+        /authenticated system:serviceaccount:api:api pod=api-0 over gRPC/,
+      );
+    } finally {
+      await Promise.all([grpcApi.stop(), grpcDataStore.stop()]);
+    }
+    // A store that cannot be reached over gRPC is a 502, as over HTTP.
+    const unreachable = await env.startCaller('api', {
+      secretStoreUrl: 'http://127.0.0.1:9',
+      env: { SECRET_STORE_TRANSPORT: 'grpc', SECRET_STORE_GRPC_TARGET: `127.0.0.1:${await freePort()}` },
+    });
+    try {
+      expect((await request(unreachable.url).get('/').expect(502)).body.message).toBe(
+        'the secret store cannot be reached',
+      );
+    } finally {
+      await unreachable.stop();
+    }
+  });
+
   it("guards the API's report: the data-store may read it, the api itself may not", async () => {
     const res = await request(api.url)
       .get('/internal/report')
