@@ -2,6 +2,7 @@ import { createParamDecorator, type ExecutionContext } from '@nestjs/common';
 import type { CallerIdentity } from '../authn/authentication.types';
 import { PUBLIC_ROUTE_KEY } from '../module/k8s-auth.constants';
 import { guardedCallOf } from './guarded-call';
+import { handlerWhere } from './handler-transport';
 import { requestCaller } from './service-account.guard';
 
 /** `@Caller()` on a route that no ServiceAccountGuard checked: there is no caller to give. Nest answers 500. */
@@ -18,7 +19,7 @@ export const Caller = createParamDecorator((_data: unknown, context: ExecutionCo
   const carrier = guardedCallOf(context)?.carrier(context);
   const caller = carrier && requestCaller(carrier);
   if (caller || isPublicRoute(context)) return caller;
-  const where = `${context.getClass().name}.${context.getHandler().name}`;
+  const where = handlerWhere(context.getClass(), context.getHandler());
   throw new UnguardedRouteError(
     `@Caller() on ${where}: the route is not guarded by ServiceAccountGuard, so no caller was checked. Add ` +
       '@UseGuards(ServiceAccountGuard) to its controller or handler, or guard every route with an APP_GUARD ' +

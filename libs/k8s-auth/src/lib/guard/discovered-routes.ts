@@ -8,7 +8,7 @@ import {
   PUBLIC_ROUTE_KEY,
   REQUIRE_ACCESS_KEY,
 } from '../module/k8s-auth.constants';
-import { type Handler, handlerTransport, type HandlerTransport } from './handler-transport';
+import { type Handler, handlerTransport, type HandlerTransport, handlerWhere } from './handler-transport';
 
 export type { Handler } from './handler-transport';
 
@@ -67,7 +67,7 @@ export function discoverRoutes(
       routes.push({
         controller,
         handler,
-        where: `${controller.name}.${handler.name}`,
+        where: handlerWhere(controller, handler),
         path: describeHandler(controller, handler, transport),
         transport: transport.kind,
         guarded: local ? 'local' : global ? viaAppGuard : false,

@@ -166,7 +166,7 @@ describe('an HTTP-only app', () => {
       const { handlerTransport } = require('./libs/k8s-auth/src/lib/guard/handler-transport.ts');
       class C { m() {} }
       lib.Audience('x')(C.prototype, 'm', Object.getOwnPropertyDescriptor(C.prototype, 'm'));
-      console.log(typeof lib.ServiceAccountGuard, handlerTransport(C.prototype.m));
+      console.log(typeof lib.ServiceAccountGuard + ' ' + String(handlerTransport(C.prototype.m)));
     `;
     const output = execFileSync(process.execPath, ['-r', '@swc-node/register', '-e', script], {
       cwd: join(__dirname, '../../../../..'),

@@ -1,6 +1,6 @@
-import { Controller, Get, Logger, UseGuards } from '@nestjs/common';
+import { Controller, type ExecutionContext, Get, HttpException, Injectable, Logger, UseGuards } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
-import { EventPattern, GrpcMethod, MessagePattern, Payload, Transport } from '@nestjs/microservices';
+import { EventPattern, GrpcMethod, GrpcStreamMethod, MessagePattern, Payload, Transport } from '@nestjs/microservices';
 import type { Server } from 'node:http';
 import { from, type Observable } from 'rxjs';
 import request from 'supertest';
@@ -103,6 +103,42 @@ class KafkaController {
   @PublicRoute()
   changed() {
     return undefined;
+  }
+}
+
+/** A subclass that answers refusals its own way: still a gRPC status, of the status it gives. */
+@Injectable()
+class TeapotGuard extends ServiceAccountGuard {
+  protected override refusal(
+    context: ExecutionContext,
+    decision: 'unauthenticated' | 'forbidden' | 'bad_request' | 'unavailable',
+    exception: HttpException,
+  ): HttpException {
+    super.refusal(context, decision, exception);
+    return new HttpException(`refused here: ${exception.message}`, exception.getStatus());
+  }
+}
+
+@Controller()
+@UseGuards(TeapotGuard)
+@Audience('secret-store')
+@AllowServiceAccounts('api:api')
+class SubclassGuardedGrpcController {
+  @GrpcMethod('Secrets', 'Read')
+  read() {
+    return { value: 'subclass' };
+  }
+}
+
+/** A placeholder on a request-streaming method: there is no one message to read it from. */
+@Controller()
+@Audience('secret-store')
+@UseGuards(ServiceAccountGuard)
+class StreamingPlaceholderController {
+  @GrpcStreamMethod('Secrets', 'Watch')
+  @RequireAccess({ verb: 'get', resource: 'secrets', namespace: 'x', name: { param: 'name' } })
+  watch() {
+    return from([]);
   }
 }
 
@@ -334,6 +370,24 @@ describe('ServiceAccountGuard on gRPC methods, against a real API server', () =>
         'system:serviceaccount:api:api',
       );
     });
+  });
+
+  it("keeps a subclass's refusal() working: its message, the status of the exception it returns", async () => {
+    const { url } = await apps.bootGrpc({ kubeconfig }, { controllers: [SubclassGuardedGrpcController] });
+    const subclassed = clientOf(url);
+    expectStatus(await subclassed.unary('Read', {}), UNAUTHENTICATED, 'refused here: token required');
+    expectStatus(
+      await subclassed.unary('Read', {}, bearer(dataStoreToken)),
+      PERMISSION_DENIED,
+      'refused here: caller not allowed',
+    );
+    expect((await subclassed.unary('Read', {}, bearer(apiToken))).messages).toEqual([{ value: 'subclass' }]);
+  });
+
+  it('stops start-up at a @RequireAccess placeholder on a request-streaming method', async () => {
+    await expect(apps.bootGrpc({ kubeconfig }, { controllers: [StreamingPlaceholderController] })).rejects.toThrow(
+      'StreamingPlaceholderController.watch: @RequireAccess reads the request field "name", but a request-streaming gRPC method has no single request message',
+    );
   });
 
   it("stops start-up at handlers of other transports that carry the guard's decorators", async () => {

@@ -84,3 +84,18 @@ export function handlerTransport(handler: Handler): HandlerTransport | undefined
         : String(transport);
   return { kind: 'other', describe: `${decorator}(${patterns.map((p) => JSON.stringify(p)).join(', ')}) on ${on}` };
 }
+
+/**
+ * `Controller.handler`, for messages. A decorator may put an anonymous function in the method's place
+ * (`@GrpcStreamMethod` does): then the name is that of the property holding it.
+ */
+export function handlerWhere(controller: { name: string; prototype?: object }, handler: Handler): string {
+  if (handler.name) return `${controller.name}.${handler.name}`;
+  for (let proto = controller.prototype; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    const key = Object.getOwnPropertyNames(proto).find(
+      (name) => Object.getOwnPropertyDescriptor(proto, name)?.value === handler,
+    );
+    if (key) return `${controller.name}.${key}`;
+  }
+  return `${controller.name}.(anonymous)`;
+}

@@ -13,7 +13,7 @@ import {
 } from '../module/k8s-auth.constants';
 import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
 import { type DiscoveredRoute, discoverRoutes, guardRunsForSomeRoute } from './discovered-routes';
-import { type Handler, handlerTransport } from './handler-transport';
+import { type Handler, handlerTransport, handlerWhere } from './handler-transport';
 
 /** What a guarded route lets through, read from its decorators and its controller's. */
 export interface RoutePolicy {
@@ -235,7 +235,7 @@ export class RoutePolicies {
   }
 
   private read(controller: Type, handler: Handler): RoutePolicy {
-    const where = `${controller.name}.${handler.name}`;
+    const where = handlerWhere(controller, handler);
     const targets = [handler, controller];
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC_ROUTE_KEY, targets)) {
       return { where, public: true, audiences: [], access: [] };

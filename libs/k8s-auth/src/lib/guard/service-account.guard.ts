@@ -24,6 +24,7 @@ import {
 import { asksApiServer } from '../authn/token-authenticator.provider';
 import { extractToken, tokenHeadersOf } from './bearer-token';
 import { type GuardedCall, guardedCallOf, type GuardedRequest } from './guarded-call';
+import { handlerWhere } from './handler-transport';
 import { httpCall } from './http-call';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import { tokenFingerprint } from '../observability/log-safe';
@@ -135,7 +136,7 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
   /** Kafka, NATS, WebSockets and the like: start-up refuses the decorators there; a guard that reaches one refuses. */
   private otherTransport(context: ExecutionContext): boolean {
     this.logger.error(
-      `${context.getClass().name}.${context.getHandler().name} is a ${context.getType()} handler of a transport ` +
+      `${handlerWhere(context.getClass(), context.getHandler())} is a ${context.getType()} handler of a transport ` +
         'that ServiceAccountGuard does not guard (it guards HTTP routes and gRPC handlers): the call is refused',
     );
     this.metrics.decision('forbidden');
