@@ -77,11 +77,11 @@ function commandFor(kind: Kind): string[] {
   const only = ['--testRegex', 'fixtures/jest-starter\\.fixture\\.js$'];
   // Jest's default cache, which the starter's own TMPDIR would move: what this run transformed is not done again.
   const cache = join(realpathSync(tmpdir()), process.getuid ? `jest_${process.getuid().toString(36)}` : 'jest');
-  return [jest, '--config', 'test/jest-e2e.json', ...only, '--ci', '--cacheDirectory', cache];
+  return [jest, '--config', 'test/jest-e2e.json', ...only, '--ci', '--runInBand', '--cacheDirectory', cache];
 }
 
 /** Starts a starter in a process group of its own, as a shell does, and waits for its report. */
-async function start(kind: Kind): Promise<{ report: Report; exited: () => boolean }> {
+async function start(kind: Kind): Promise<{ report: Report; group: number; exited: () => boolean }> {
   const file = join(work, `report-${++starts}.json`);
   // A temporary folder of their own: a control plane started elsewhere on the machine removes the leftovers of dead
   // runs in its temporary folder, which would hide survivors here.
@@ -104,7 +104,7 @@ async function start(kind: Kind): Promise<{ report: Report; exited: () => boolea
     { name: 'kube-apiserver', pid: report.kubeApiServer, startTime: startTimeOf(report.kubeApiServer) },
   ];
   dir = report.dir;
-  return { report, exited: () => exited };
+  return { report, group: started.pid ?? report.starter, exited: () => exited };
 }
 
 /** The servers still running, and the control plane's folder if it is still there. */
@@ -135,10 +135,10 @@ describe.each([
   it(
     'leaves no etcd, no kube-apiserver and no folder behind',
     async () => {
-      const { report, exited } = await start(kind);
+      const { report, group, exited } = await start(kind);
       expect(survivors()).toHaveLength(3);
       // Ctrl-C signals the terminal's whole process group; the other signals are sent to the starter alone.
-      signal(name === 'SIGINT' ? -report.starter : report.starter, name);
+      signal(name === 'SIGINT' ? -group : report.starter, name);
       await until(exited, GONE_LIMIT_MS);
       expect(exited()).toBe(true);
       await until(() => survivors().length === 0, GONE_LIMIT_MS);
