@@ -41,7 +41,8 @@ step "typecheck (module commonjs, moduleResolution node, skipLibCheck false), un
 start=$(date +%s)
 npm run typecheck
 # nest new's two Jest configurations: package.json's (rootDir src) and test/jest-e2e.json (rootDir test). The e2e
-# tests boot the app with the test double (no credentials) and against a real control plane.
+# tests boot the app with the test double (no credentials) and against a real control plane, check that an unguarded
+# route stops start-up, and kill test runs that started a control plane to count what survives of it.
 npm test
 npm run test:e2e
 elapsed "typecheck and tests" "$start"

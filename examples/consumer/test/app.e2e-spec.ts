@@ -2,9 +2,9 @@ import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { TOKEN_AUTHENTICATOR, TokenSources } from '@k8s-auth/nestjs';
 import { fakeToken, fakeTokenAuthenticator, fakeTokenSources } from '@k8s-auth/nestjs/testing';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs'; // no credentials
+import { tmpdir } from 'node:os'; // no credentials
+import { join } from 'node:path'; // no credentials
 import request from 'supertest';
 import { AppModule } from '../src/app.module';
 
@@ -15,15 +15,13 @@ const DATA_STORE = fakeToken('data-store');
 
 describe('AppModule, without a cluster', () => {
   let app: INestApplication;
-  let home: string;
+  let emptyHome: string; // no credentials
 
   beforeAll(async () => {
-    // No credentials anywhere: no KUBECONFIG, an empty home (no ~/.kube/config), not in a pod.
-    home = mkdtempSync(join(tmpdir(), 'no-credentials-'));
-    process.env.HOME = home;
-    delete process.env.KUBECONFIG;
-    delete process.env.KUBERNETES_SERVICE_HOST;
-
+    emptyHome = mkdtempSync(join(tmpdir(), 'no-credentials-')); // no credentials
+    process.env.HOME = emptyHome; // no credentials
+    delete process.env.KUBECONFIG; // no credentials
+    delete process.env.KUBERNETES_SERVICE_HOST; // no credentials
     const moduleRef = await Test.createTestingModule({ imports: [AppModule] })
       .overrideProvider(TOKEN_AUTHENTICATOR)
       .useValue(fakeTokenAuthenticator({ identities: { [API]: 'api:api', [DATA_STORE]: 'data-store:data-store' } }))
@@ -36,7 +34,7 @@ describe('AppModule, without a cluster', () => {
 
   afterAll(async () => {
     await app?.close();
-    rmSync(home, { recursive: true, force: true });
+    rmSync(emptyHome, { recursive: true, force: true }); // no credentials
   });
 
   it('lets api:api in, as @Caller()', () =>
