@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AppModule } from '../src/app.module';
+import { HybridAppModule } from '../src/hybrid-app.module';
 import { reportsGrpc } from '../src/reports/reports.grpc';
 
 // The gRPC method of the hybrid app (HTTP and connectMicroservice, as main.ts), against a real API server.
@@ -69,7 +69,7 @@ beforeAll(async () => {
   process.env.SECRET_STORE_URL = 'http://127.0.0.1:9'; // not called here
 
   const url = `127.0.0.1:${await freePort()}`;
-  const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
+  const moduleRef = await Test.createTestingModule({ imports: [HybridAppModule] }).compile();
   app = moduleRef.createNestApplication();
   app.connectMicroservice(reportsGrpc(url));
   await app.startAllMicroservices();
