@@ -18,6 +18,7 @@ import {
   startControlPlane,
 } from '@k8s-auth/nestjs/testing';
 import { KubeClient, mintTokens, signTokens } from './lib/kube';
+import { grpcLoad } from './lib/grpc-load';
 import {
   ensureKubeRbacProxy,
   kubeRbacProxyVersion,
@@ -37,6 +38,7 @@ import type { MemoryInput, MemoryOutput } from './memory';
 // control plane and the built secret store, driven over loopback by autocannon from this process. Figures are CPU per
 // request of the measured process and ratios within one run. `--quick` shrinks every phase (a smoke test);
 // `--profile` writes CPU profiles of the stores and prints where the time went; `--phases=warm,cold` runs some.
+// The grpc phase drives the store's gRPC listener with grpc-js instead, the same A/B as warm.
 
 const execFileAsync = promisify(execFile);
 const ROOT = resolve(__dirname, '..');
@@ -46,7 +48,7 @@ const PROFILE = args.has('--profile');
 const PHASES = new Set(
   (
     process.argv.find((a) => a.startsWith('--phases='))?.slice('--phases='.length) ??
-    'warm,krp,cold,stampede,local,watch,memory'
+    'warm,grpc,krp,cold,stampede,local,watch,memory'
   )
     .split(',')
     .map((p) => p.trim()),
@@ -161,6 +163,7 @@ async function main(): Promise<void> {
   let proxy: RunningProxy | undefined;
   const figures = {
     warmAddedCpuUs: Number.NaN,
+    grpcWarmAddedCpuUs: Number.NaN,
     krpRpsRatio: Number.NaN,
     krpP99Ratio: Number.NaN,
     coldCpuRatio: Number.NaN,
@@ -323,6 +326,59 @@ async function main(): Promise<void> {
         },
       );
       failures('warm', [unguarded, guarded]);
+    }
+
+    // --- grpc: the warm A/B over gRPC, Ping against PublicPing of the same store ------------------------------------
+    if (want('grpc')) {
+      const target = reviewStore.grpcTarget;
+      if (!target) throw new Error('the secret store logged no gRPC listener');
+      say(`grpc: Ping with one cached token vs PublicPing at ${target}, ${S.warmRounds} rounds...`);
+      const run = (method: string, callRate?: number) =>
+        grpcLoad({
+          target,
+          method: method as 'Ping' | 'PublicPing',
+          concurrency: S.connections,
+          duration: S.warmSeconds,
+          maxSeconds: S.warmSeconds + 10,
+          rate: callRate,
+          token: warmToken,
+          serverPid: reviewStore.pid,
+          serverCpuSeconds: metricsCpuOf(reviewStore),
+        });
+      // The store's gRPC path is cold (nothing called it yet): a run of each first, so that the warm-ups which set the
+      // rate are not the first calls.
+      for (const method of ['PublicPing', 'Ping']) await run(method);
+      // Both methods get the same metadata, token included, at the same rate: only the guard's work differs.
+      const { pairs, rate, unpacedRpsRatio } = await pairedRounds(
+        S.warmRounds,
+        run,
+        { A: 'PublicPing', B: 'Ping' },
+        { sameRate: true },
+      );
+      const unguarded = combine(pairs.map((p) => p.a));
+      const guarded = combine(pairs.map((p) => p.b));
+      const added = pairs.map((p) => cpuUs(p.b) - cpuUs(p.a));
+      figures.grpcWarmAddedCpuUs = median(added);
+      const http = figures.warmAddedCpuUs;
+      rows.push(
+        { phase: 'grpc', metric: `unguarded PublicPing, ${rate} calls/s`, value: describeLoad(unguarded) },
+        { phase: 'grpc', metric: `guarded Ping, cached token, ${rate} calls/s`, value: describeLoad(guarded) },
+        {
+          phase: 'grpc',
+          metric: 'store CPU the guard adds per cached gRPC call (median of rounds)',
+          value:
+            `${fixed(figures.grpcWarmAddedCpuUs, 1)} µs (rounds ${list(added, 1)}); ` +
+            `HTTP ${fixed(http, 1)} µs, ratio ${fixed(figures.grpcWarmAddedCpuUs / http, 2)}`,
+          target: '<= 1.5 x HTTP',
+          pass: Number.isFinite(http) ? figures.grpcWarmAddedCpuUs <= 1.5 * http : undefined,
+        },
+        {
+          phase: 'grpc',
+          metric: 'calls/s, guarded over unguarded, each as fast as it is answered (warm-up runs)',
+          value: fixed(unpacedRpsRatio, 3),
+        },
+      );
+      failures('grpc', [unguarded, guarded]);
     }
 
     // --- kube-rbac-proxy: the peer a team would put in front of the same route -------------------------------------
@@ -671,7 +727,8 @@ async function main(): Promise<void> {
     for (const note of notes) say(`note: ${note}`);
     say(`wall time: ${fixed((Date.now() - started) / 1000, 0)} s`);
     say(
-      `bench: warm_added_cpu_us=${fixed(figures.warmAddedCpuUs, 1)} krp_rps_ratio=${fixed(figures.krpRpsRatio, 2)} ` +
+      `bench: warm_added_cpu_us=${fixed(figures.warmAddedCpuUs, 1)} ` +
+        `grpc_warm_added_cpu_us=${fixed(figures.grpcWarmAddedCpuUs, 1)} krp_rps_ratio=${fixed(figures.krpRpsRatio, 2)} ` +
         `krp_p99_ratio=${fixed(figures.krpP99Ratio, 2)} cold_cpu_ratio=${fixed(figures.coldCpuRatio, 2)} ` +
         `local_verify_ratio=${fixed(figures.localVerifyRatio, 2)} stampede_reviews=${fixed(figures.stampedeReviews, 0)} ` +
         `heap_growth_mb=${fixed(figures.heapGrowthMb, 1)} watch_added_cpu_us=${fixed(figures.watchAddedCpuUs, 1)} ` +

@@ -2,7 +2,8 @@
 # The package as its users get it: the build, packed by npm, installed from the tarball into a copy of
 # examples/consumer outside the workspace (no path mappings, no hoisted node_modules), then the app's typecheck and
 # its e2e tests against a real control plane. Last, the package's main entry point is loaded and its types are checked
-# in a project without axios and @grpc/grpc-js (optional peers) under each moduleResolution a Nest app may use.
+# in a project without its optional peers (axios, @grpc/grpc-js, @nestjs/microservices) under each moduleResolution a
+# Nest app may use.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/k8s-auth-consumer.XXXXXX")"
@@ -46,7 +47,7 @@ npm test
 npm run test:e2e
 elapsed "typecheck and tests" "$start"
 
-step "the package without axios and @grpc/grpc-js installed"
+step "the package without its optional peers (axios, @grpc/grpc-js, @nestjs/microservices)"
 mkdir "$work/no-optional-peers"
 cd "$work/no-optional-peers"
 echo '{ "private": true }' >package.json
@@ -54,7 +55,7 @@ start=$(date +%s)
 npm install --no-audit --no-fund --prefer-offline "$tarball" \
   @nestjs/common@^11 @nestjs/core@^11 reflect-metadata@^0.2 rxjs@^7.8 prom-client@^15 typescript@~5.9.2 @types/node@^20.19
 elapsed install "$start"
-for peer in axios @grpc/grpc-js; do
+for peer in axios @grpc/grpc-js @nestjs/microservices; do
   if [ -e "node_modules/$peer" ]; then fail "$peer was installed, so this check proves nothing"; fi
 done
 node -e "require('reflect-metadata'); require('@k8s-auth/nestjs')"

@@ -18,6 +18,8 @@ module.exports = {
       optimization: false,
       outputHashing: 'none',
       generatePackageJson: true,
+      // The secret store's proto, for SECRET_STORE_TRANSPORT=grpc: read at start-up beside main.js.
+      assets: [{ input: '../secret-store/src/proto', glob: '*.proto', output: 'proto' }],
       sourceMap: true,
     }),
   ],

@@ -18,6 +18,8 @@ module.exports = {
       optimization: false,
       outputHashing: 'none',
       generatePackageJson: true,
+      // The gRPC listener's proto, read at start-up beside main.js.
+      assets: [{ input: './src/proto', glob: '*.proto', output: 'proto' }],
       sourceMap: true,
     }),
   ],

@@ -86,7 +86,7 @@ interface Requests {
 }
 
 /** Latencies of 2xx responses, growing as needed. */
-class Latencies {
+export class Latencies {
   values = new Float64Array(1 << 16);
   ok = 0;
   failed = 0;
@@ -186,7 +186,7 @@ async function pacedRequests(
 }
 
 /** User + system CPU seconds of process `pid` (or of its main thread) so far; NaN where /proc is not Linux's. */
-function cpuSeconds(pid: number | undefined, mainThread = false): number {
+export function cpuSeconds(pid: number | undefined, mainThread = false): number {
   if (!pid) return Number.NaN;
   try {
     // Fields after the command (which may hold spaces) start after the last ')'; utime and stime are the 12th and

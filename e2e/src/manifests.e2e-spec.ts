@@ -1,4 +1,4 @@
-import { AppsV1Api, loadAllYaml, type V1Deployment } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, loadAllYaml, type V1Deployment } from '@kubernetes/client-node';
 import { execFileSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { type ControlPlane, startControlPlane } from '@k8s-auth/nestjs/testing';
@@ -34,6 +34,20 @@ describe.each(['projected', 'legacy'])('the %s overlay of k8s/', (overlay) => {
     }
   });
   afterAll(() => cp?.stop());
+
+  it("names the secret store's gRPC port in its container and its Service, where it listens", async () => {
+    const store = deployments['secret-store'];
+    expect(envOf(store)['GRPC_LISTEN_ADDR']).toBe(':8082');
+    expect(store.spec?.template.spec?.containers[0].ports).toContainEqual(
+      expect.objectContaining({ name: 'grpc', containerPort: 8082 }),
+    );
+    const service = await cp.kubeConfig
+      .makeApiClient(CoreV1Api)
+      .readNamespacedService({ name: 'app', namespace: 'secret-store' });
+    expect(service.spec?.ports).toContainEqual(
+      expect.objectContaining({ name: 'grpc', port: 8082, targetPort: 'grpc', appProtocol: 'kubernetes.io/h2c' }),
+    );
+  });
 
   it('runs each app as its own service account', () => {
     for (const [namespace, deployment] of Object.entries(deployments)) {

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:net';
 import request from 'supertest';
 import { freePort } from '@k8s-auth/internal/testing';
 import { countApiServerRequests, mintServiceAccountToken } from '@k8s-auth/nestjs/testing';
-import type { BuiltService } from '@k8s-auth/service-runtime/testing';
+import { type BuiltService, SecretStoreGrpcClient } from '@k8s-auth/service-runtime/testing';
 import { ACCOUNTS, type DemoEnvironment, startDemoEnvironment } from './demo-environment';
 
 const GREETING = 'Hello from secret store. You have been authenticated';
@@ -59,6 +59,75 @@ describe('the walkthrough: api, secret-store and data-store on a real control pl
       .set('Authorization', `Bearer ${await token(ACCOUNTS.api, 'api')}`)
       .expect(403);
     expect(forTheApi.body.message).toBe('wrong audience');
+  });
+
+  it('serves the same answers over gRPC, from the proto the build ships: api allowed, others refused', async () => {
+    const grpc = new SecretStoreGrpcClient(store.grpcTarget ?? '');
+    const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+    const apiToken = readFileSync(env.tokenFiles.api, 'utf8').trim();
+    const dataStoreToken = readFileSync(env.tokenFiles.dataStore, 'utf8').trim();
+    try {
+      expect(await grpc.call('Hello', {}, bearer(apiToken))).toMatchObject({ code: 0, reply: { greeting: GREETING } });
+      expect(await grpc.call('Hello', {}, bearer(dataStoreToken))).toMatchObject({
+        code: 7, // PERMISSION_DENIED
+        details: 'caller not allowed',
+      });
+      const missing = await grpc.call('Hello');
+      expect(missing).toMatchObject({ code: 16, details: 'token required' }); // UNAUTHENTICATED
+      expect(missing.trailers['www-authenticate']).toEqual(['Bearer']);
+      expect(await grpc.call('Hello', {}, bearer(await token(ACCOUNTS.api, 'api')))).toMatchObject({
+        code: 7,
+        details: 'wrong audience',
+      });
+      // RBAC about the secret the request names, as GET /secrets/:name.
+      expect(await grpc.call('GetSecret', { name: 'db-password' }, bearer(apiToken))).toMatchObject({
+        code: 0,
+        reply: { name: 'db-password', readBy: 'system:serviceaccount:api:api' },
+      });
+      expect(await grpc.call('GetSecret', { name: 'db-password' }, bearer(dataStoreToken))).toMatchObject({
+        code: 7,
+        details: 'access denied by RBAC',
+      });
+      expect(await grpc.call('GetSecret', { name: '../etc' }, bearer(apiToken))).toMatchObject({ code: 3 });
+      expect(await grpc.call('PublicPing')).toMatchObject({ code: 0, reply: { pong: 'pong' } });
+      expect(readFileSync(store.logFile, 'utf8')).toMatch(
+        /authenticated system:serviceaccount:api:api pod=api-0 over gRPC/,
+      );
+    } finally {
+      grpc.close();
+    }
+  });
+
+  it('calls the store over gRPC when SECRET_STORE_TRANSPORT=grpc: api allowed, data-store refused', async () => {
+    const overGrpc = (who: 'api' | 'data-store') =>
+      env.startCaller(who, {
+        secretStoreUrl: 'http://127.0.0.1:9', // not used: every call goes over gRPC
+        env: { SECRET_STORE_TRANSPORT: 'grpc', SECRET_STORE_GRPC_TARGET: store.grpcTarget ?? '' },
+      });
+    const grpcApi = await overGrpc('api');
+    const grpcDataStore = await overGrpc('data-store');
+    try {
+      expect((await request(grpcApi.url).get('/').expect(200)).text).toBe(GREETING);
+      const refused = await request(grpcDataStore.url).get('/').expect(403);
+      expect(refused.body.message).toBe('caller not allowed');
+      expect(readFileSync(store.logFile, 'utf8')).toMatch(
+        /authenticated system:serviceaccount:api:api pod=api-0 over gRPC/,
+      );
+    } finally {
+      await Promise.all([grpcApi.stop(), grpcDataStore.stop()]);
+    }
+    // A store that cannot be reached over gRPC is a 502, as over HTTP.
+    const unreachable = await env.startCaller('api', {
+      secretStoreUrl: 'http://127.0.0.1:9',
+      env: { SECRET_STORE_TRANSPORT: 'grpc', SECRET_STORE_GRPC_TARGET: `127.0.0.1:${await freePort()}` },
+    });
+    try {
+      expect((await request(unreachable.url).get('/').expect(502)).body.message).toBe(
+        'the secret store cannot be reached',
+      );
+    } finally {
+      await unreachable.stop();
+    }
   });
 
   it("guards the API's report: the data-store may read it, the api itself may not", async () => {

@@ -8,6 +8,7 @@ import {
   deletePod,
   type ServiceAccountRef,
 } from '@k8s-auth/nestjs/testing';
+import { SecretStoreGrpcClient } from '@k8s-auth/service-runtime/testing';
 import { ACCOUNTS } from './support/environment';
 import { decodeJwt, retimedClaims, signRs256, unsignedJwt, withEditedPayload } from './support/forge';
 import { answered, call, type HttpOutcome, rawCall, type RawHeader, type RawRequest } from './support/http';
@@ -44,6 +45,8 @@ interface Attack {
    */
   nodeRefuses?: 400 | 431;
 }
+
+const NO_TOKEN = { name: 'no token at all', expect: 401 as const };
 
 const bearer = (token: string): RawHeader => ['Authorization', `Bearer ${token}`];
 const get = (...headers: RawHeader[]): RawRequest => ({ path: '/guarded', headers });
@@ -343,6 +346,52 @@ export function describeAttacks(ctx: SuiteContext): void {
       if (reached > 0) ctx.figures.attacks.accepted += reached;
       expect(wrong).toEqual([]);
       expect(reached).toBe(0);
+    });
+
+    it('refuses every token attack over gRPC in the secret-store process too, and its handler never runs', async () => {
+      const handled = async () =>
+        (
+          (await fs.readFile(ctx.store.logFile, 'utf8')).match(/authenticated system:serviceaccount:.* over gRPC/g) ??
+          []
+        ).length;
+      const grpc = new SecretStoreGrpcClient(ctx.store.grpcTarget ?? '');
+      try {
+        const control = await grpc.call('Hello', {}, { authorization: `Bearer ${tokens.api}` });
+        expect(control.code).toBe(0);
+        await sleep(200);
+        const before = await handled();
+        const wrong: string[] = [];
+        // The attacks that are one Authorization value grpc-js can send (printable ASCII, within its 8 KiB of
+        // metadata); gRPC has no query string or cookie, and a client sends one authorization value at most.
+        const single = ATTACKS.map((a) => ({ attack: a, headers: a.request(tokens).headers ?? [] })).filter(
+          ({ headers }) =>
+            headers.length === 1 &&
+            headers[0][0].toLowerCase() === 'authorization' &&
+            typeof headers[0][1] === 'string' &&
+            /^[\x20-\x7e]{0,8000}$/.test(headers[0][1]),
+        );
+        for (const { attack, headers } of [...single, { attack: NO_TOKEN, headers: [] }]) {
+          const metadata = Object.fromEntries(
+            headers.map(([name, value]) => [String(name).toLowerCase(), String(value)]),
+          );
+          const answer = await grpc.call('Hello', {}, metadata);
+          // UNAUTHENTICATED (16) for 401, PERMISSION_DENIED (7) for 403.
+          const allowed: number[] = (attack.expect === 'either' ? [401, 403] : [attack.expect]).map((s) =>
+            s === 401 ? 16 : 7,
+          );
+          ctx.figures.attacks.tried++;
+          outcomes.push({ attack: attack.name, where: 'secret-store gRPC', status: answer.code, reached: false });
+          if (!allowed.includes(answer.code)) wrong.push(`${attack.name}: ${answer.code} ${answer.details}`);
+        }
+        expect(single.length).toBeGreaterThan(10);
+        await sleep(300);
+        const reached = (await handled()) - before;
+        if (reached > 0) ctx.figures.attacks.accepted += reached;
+        expect(wrong).toEqual([]);
+        expect(reached).toBe(0);
+      } finally {
+        grpc.close();
+      }
     });
 
     it('refuses, after the cache TTL, a token of a deleted pod and one of a service account deleted and re-created under the same name', async () => {

@@ -7,3 +7,5 @@ export type { ReadinessCheck } from './lib/health.module';
 export { MetricsModule } from './lib/metrics.module';
 export { drainable } from './lib/graceful-shutdown';
 export { RouteNotFoundFilter } from './lib/route-not-found.filter';
+export { connectGrpc } from './lib/grpc-listener';
+export type { GrpcListenerOptions } from './lib/grpc-listener';

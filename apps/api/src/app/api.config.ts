@@ -3,6 +3,10 @@ import { TOKEN_HEADERS, type TokenHeader, type TokenSourceOptions } from '@k8s-a
 export interface ApiConfig {
   /** Where the secret store answers. */
   secretStoreUrl: string;
+  /** How the store is called (`SECRET_STORE_TRANSPORT`): HTTP at `secretStoreUrl`, or gRPC at `secretStoreGrpcTarget`. */
+  secretStoreTransport: 'http' | 'grpc';
+  /** The store's gRPC listener, `host:port` (`SECRET_STORE_GRPC_TARGET`). */
+  secretStoreGrpcTarget: string;
   /** This service's own token for the secret store: a projected file, or TokenRequest outside a cluster. */
   secretStoreToken: TokenSourceOptions;
   /** How the token is sent: `Authorization: Bearer` or the seed's `X-Client-Id`. */
@@ -30,8 +34,14 @@ export function readApiConfig(env: NodeJS.ProcessEnv = process.env): ApiConfig {
     throw new Error(`TOKEN_REFRESH_INTERVAL_MS must be a positive whole number of milliseconds`);
   }
   const serviceAccount = env['TOKEN_SERVICE_ACCOUNT'];
+  const transport = env['SECRET_STORE_TRANSPORT'] ?? 'http';
+  if (transport !== 'http' && transport !== 'grpc') {
+    throw new Error(`SECRET_STORE_TRANSPORT must be 'http' or 'grpc', not '${transport}'`);
+  }
   return {
     secretStoreUrl: env['SECRET_STORE_URL'] ?? 'http://app.secret-store.svc.cluster.local',
+    secretStoreTransport: transport,
+    secretStoreGrpcTarget: env['SECRET_STORE_GRPC_TARGET'] ?? 'app.secret-store.svc.cluster.local:8082',
     secretStoreToken: serviceAccount
       ? { serviceAccount, audience: env['SECRET_STORE_AUDIENCE'] ?? 'secret-store' }
       : {

@@ -1,17 +1,17 @@
 import { Controller, Get, Res } from '@nestjs/common';
 import { AllowServiceAccounts, Caller, type CallerIdentity, PublicRoute } from '@k8s-auth/nestjs';
 import type { FastifyReply } from 'fastify';
-import { SecretStoreClient } from './secret-store.client';
+import { SecretStoreGateway } from './secret-store.gateway';
 
 @Controller()
 export class AppController {
-  constructor(private readonly secretStore: SecretStoreClient) {}
+  constructor(private readonly secretStore: SecretStoreGateway) {}
 
-  /** Public, as in the seed: asks the secret store, as this service, and forwards its answer. */
+  /** Public, as in the seed: asks the secret store, as this service (over HTTP or gRPC), and forwards its answer. */
   @Get()
   @PublicRoute()
   async root(@Res() reply: FastifyReply): Promise<void> {
-    const answer = await this.secretStore.get('/');
+    const answer = await this.secretStore.hello();
     reply.status(answer.status).type(answer.contentType).send(answer.body);
   }
 

@@ -8,6 +8,8 @@ import type { ApiConfig } from './api.config';
 import { API_CONFIG } from './api.tokens';
 import { AppController } from './app.controller';
 import { SecretStoreClient } from './secret-store.client';
+import { SecretStoreGateway } from './secret-store.gateway';
+import { SecretStoreGrpcClient } from './secret-store.grpc-client';
 
 /** Not ready while the token would expire within this margin: a call would fail on the way. */
 const TOKEN_MARGIN_MS = 60_000;
@@ -52,6 +54,11 @@ export class AppModule {
         { provide: API_CONFIG, useValue: config },
         { provide: APP_GUARD, useClass: ServiceAccountGuard },
         SecretStoreClient,
+        ...(config.secretStoreTransport === 'grpc' ? [SecretStoreGrpcClient] : []),
+        {
+          provide: SecretStoreGateway,
+          useExisting: config.secretStoreTransport === 'grpc' ? SecretStoreGrpcClient : SecretStoreClient,
+        },
       ],
     };
   }

@@ -13,18 +13,14 @@ import { isAxiosError } from 'axios';
 import { API_CONFIG } from './api.tokens';
 import type { ApiConfig } from './api.config';
 
-export interface SecretStoreAnswer {
-  status: number;
-  contentType: string;
-  body: string;
-}
+import { type SecretStoreAnswer, SecretStoreGateway } from './secret-store.gateway';
 
 /**
  * Calls the secret store with this service's own token, through the axios instance of `HttpModule.register({ baseURL
  * })`: the token goes to the store's origin only. Public answers stay generic; the log says what happened.
  */
 @Injectable()
-export class SecretStoreClient implements OnModuleInit {
+export class SecretStoreClient implements SecretStoreGateway, OnModuleInit {
   private readonly logger = new Logger(SecretStoreClient.name);
 
   constructor(
@@ -37,6 +33,10 @@ export class SecretStoreClient implements OnModuleInit {
     attachServiceAccountToken(this.http.axiosRef, this.sources.get('secret-store'), {
       header: this.config.tokenHeader,
     });
+  }
+
+  hello(): Promise<SecretStoreAnswer> {
+    return this.get('/');
   }
 
   /** The secret store's answer, whatever its status but a redirect; a failure to get one is a 502, 503 or 504. */

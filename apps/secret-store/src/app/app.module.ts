@@ -4,6 +4,7 @@ import { API_SERVER_AUDIENCE, K8sAuthModule, ServiceAccountGuard } from '@k8s-au
 import { HealthModule, MetricsModule } from '@k8s-auth/service-runtime';
 import type { SecretStoreConfig } from './secret-store.config';
 import { SecretStoreController } from './secret-store.controller';
+import { SecretStoreGrpcController } from './secret-store.grpc.controller';
 
 @Module({})
 export class AppModule {
@@ -22,7 +23,7 @@ export class AppModule {
         HealthModule.forRoot(),
         MetricsModule.forRoot(),
       ],
-      controllers: [SecretStoreController],
+      controllers: [SecretStoreController, SecretStoreGrpcController],
       providers: [{ provide: APP_GUARD, useClass: ServiceAccountGuard }],
     };
   }

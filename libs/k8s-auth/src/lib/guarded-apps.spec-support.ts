@@ -1,4 +1,4 @@
-import type { INestApplication, LoggerService, Type } from '@nestjs/common';
+import type { INestApplication, INestMicroservice, LoggerService, Provider, Type } from '@nestjs/common';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { K8sAuthModule, type K8sAuthModuleOptions } from '../index';
 import { type ControlPlane, kubeConfigFor, mintServiceAccountToken, type ServiceAccountRef } from '../testing';
+import { freePort, grpcOptions } from './grpc-apps.spec-support';
 
 // What the integration specs share (not part of the library: excluded from its build).
 
@@ -35,7 +36,7 @@ export const mintToken = (
  * registry; closed together, with the kubeconfig files written for them.
  */
 export class GuardedApps {
-  private readonly apps: INestApplication[] = [];
+  private readonly apps: { close(): Promise<void> }[] = [];
   private readonly dir = mkdtempSync(join(tmpdir(), 'k8s-auth-spec-'));
 
   constructor(
@@ -70,6 +71,38 @@ export class GuardedApps {
     else await app.init();
     this.apps.push(app);
     return app;
+  }
+
+  /**
+   * A gRPC app serving the spec proto on a loopback port: a microservice alone, or `hybrid`, an HTTP app (listening
+   * too) with the microservice connected, inheriting the app's configuration (its APP_GUARD) or not.
+   */
+  async bootGrpc(
+    options: K8sAuthModuleOptions,
+    {
+      controllers,
+      providers = [],
+      hybrid,
+    }: { controllers: Type[]; providers?: Provider[]; hybrid?: { inheritAppConfig: boolean } },
+  ): Promise<{ url: string; app: INestMicroservice | INestApplication }> {
+    const moduleRef = await Test.createTestingModule({
+      imports: [K8sAuthModule.forRoot({ metrics: new Registry(), ...options })],
+      controllers,
+      providers,
+    }).compile();
+    const url = `127.0.0.1:${await freePort()}`;
+    if (!hybrid) {
+      const app = moduleRef.createNestMicroservice({ ...grpcOptions(url), logger: this.logger });
+      this.apps.push(app);
+      await app.listen();
+      return { url, app };
+    }
+    const app = moduleRef.createNestApplication({ logger: this.logger });
+    this.apps.push(app);
+    app.connectMicroservice(grpcOptions(url), { inheritAppConfig: hybrid.inheritAppConfig });
+    await app.startAllMicroservices();
+    await app.listen(0, '127.0.0.1');
+    return { url, app };
   }
 
   async close(): Promise<void> {

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 
 const ROOT = resolve(__dirname, '..', '..', '..', '..');
 const LISTENING = /listening on (http:\/\/(?:\[[0-9a-fA-F:.]+\]|[\w.-]+):(\d+))/;
+const GRPC_LISTENING = /grpc listening on ((?:\[[0-9a-fA-F:.]+\]|[\w.-]+):\d+)/;
 
 /** The services this repository builds into `dist/apps/<app>/main.js`. */
 export type BuiltApp = 'api' | 'secret-store';
@@ -15,7 +16,8 @@ export interface BuiltServiceOptions {
   /** Where its log goes: `<name>.log`, or `<name>-2.log`, `-3`… if taken, so a restart never reads an old address. */
   logDir: string;
   /**
-   * Added to this process's environment, after `LISTEN_ADDR=127.0.0.1:0` (a free loopback port) and `NO_COLOR=1`.
+   * Added to this process's environment, after `LISTEN_ADDR=127.0.0.1:0` and `GRPC_LISTEN_ADDR=127.0.0.1:0` (free
+   * loopback ports) and `NO_COLOR=1`.
    * `LOG_LEVEL` is the service's own default (`log`) unless given; `undefined` removes a variable.
    */
   env?: Record<string, string | undefined>;
@@ -35,6 +37,8 @@ export interface BuiltService {
   name: string;
   /** As the service logged it, e.g. `http://127.0.0.1:40123`. */
   url: string;
+  /** Its gRPC listener, `127.0.0.1:40124`, if it has one (the secret store). */
+  grpcTarget?: string;
   port: number;
   pid: number;
   process: ManagedProcess;
@@ -60,7 +64,7 @@ export async function startBuiltService(options: BuiltServiceOptions): Promise<B
   const [binary, ...args] = options.cpus ? ['taskset', '-c', options.cpus, ...command] : command;
   const child = new ManagedProcess(name, binary, args, {
     logFile,
-    env: { ...process.env, LISTEN_ADDR: '127.0.0.1:0', NO_COLOR: '1', ...options.env },
+    env: { ...process.env, LISTEN_ADDR: '127.0.0.1:0', GRPC_LISTEN_ADDR: '127.0.0.1:0', NO_COLOR: '1', ...options.env },
   });
   const listening = async () => LISTENING.exec(await fs.readFile(logFile, 'utf8'));
   try {
@@ -70,9 +74,11 @@ export async function startBuiltService(options: BuiltServiceOptions): Promise<B
     throw err;
   }
   const [, url, port] = (await listening()) ?? [];
+  const grpcTarget = GRPC_LISTENING.exec(await fs.readFile(logFile, 'utf8'))?.[1];
   return {
     name,
     url,
+    ...(grpcTarget ? { grpcTarget } : {}),
     port: Number(port),
     pid: child.pid ?? 0,
     process: child,

@@ -4,3 +4,5 @@
  */
 export { startBuiltService } from './built-service';
 export type { BuiltApp, BuiltService, BuiltServiceOptions } from './built-service';
+export { SecretStoreGrpcClient, SECRET_STORE_PROTO } from './secret-store-grpc';
+export type { GrpcAnswer, SecretStoreMethod } from './secret-store-grpc';

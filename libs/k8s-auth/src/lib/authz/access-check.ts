@@ -62,11 +62,24 @@ export type AccessAttributes =
   | { resourceAttributes: ResourceAttributes }
   | { nonResourceAttributes: NonResourceAttributes };
 
-/** A route parameter that feeds a check is not a valid Kubernetes name: the request is refused (400). */
+/** What a placeholder `{ param }` reads: an HTTP route's parameter, or a field of a gRPC request message. */
+export type PlaceholderSource = 'route parameter' | 'request field';
+
+/**
+ * A route parameter (or gRPC request field) that feeds a check is not a valid Kubernetes name, or the field is
+ * missing: the request is refused (400, gRPC INVALID_ARGUMENT).
+ */
 export class InvalidRouteParameterError extends Error {
   override readonly name = 'InvalidRouteParameterError';
-  constructor(readonly param: string) {
-    super(`route parameter "${param}" is not a valid name`);
+  constructor(
+    readonly param: string,
+    source: PlaceholderSource = 'route parameter',
+  ) {
+    super(
+      source === 'route parameter'
+        ? `route parameter "${param}" is not a valid name`
+        : `request field "${param}" is missing or not a valid name`,
+    );
   }
 }
 
@@ -165,25 +178,29 @@ function validateValue(
 }
 
 /**
- * Fills the route parameters into validated checks. A parameter value is used only if it is a
+ * Fills the route parameters (or a gRPC request's fields) into validated checks. A value is used only if it is a
  * Kubernetes name (DNS-1123 subdomain for `name`, label for `namespace`); it is never interpolated.
- * @throws InvalidRouteParameterError when a value is not such a name (answer 400).
+ * @throws InvalidRouteParameterError when a value is not such a name (answer 400), or a request field is missing
+ * (the proto is not known at start-up).
  * @throws PolicyConfigurationError when the route has no such parameter (a mistake in the code).
  */
 export function resolveAccessChecks(
   checks: readonly AccessCheck[],
   params: Readonly<Record<string, unknown>> | undefined,
   where: string,
+  source: PlaceholderSource = 'route parameter',
 ): AccessAttributes[] {
   return checks.map((check): AccessAttributes => {
     if ('path' in check) return { nonResourceAttributes: { path: check.path, verb: check.verb } };
     const attributes: ResourceAttributes = { verb: check.verb, resource: check.resource };
     if (check.namespace !== undefined) {
-      attributes.namespace = resolveValue(check.namespace, params, where, isDns1123Label);
+      attributes.namespace = resolveValue(check.namespace, params, where, isDns1123Label, source);
     }
     if (check.group !== undefined) attributes.group = check.group;
     if (check.subresource !== undefined) attributes.subresource = check.subresource;
-    if (check.name !== undefined) attributes.name = resolveValue(check.name, params, where, isDns1123Subdomain);
+    if (check.name !== undefined) {
+      attributes.name = resolveValue(check.name, params, where, isDns1123Subdomain, source);
+    }
     return { resourceAttributes: attributes };
   });
 }
@@ -193,15 +210,17 @@ function resolveValue(
   params: Readonly<Record<string, unknown>> | undefined,
   where: string,
   isValid: (v: string) => boolean,
+  source: PlaceholderSource,
 ): string {
   if (typeof value === 'string') return value;
   const found = params && Object.prototype.hasOwnProperty.call(params, value.param) ? params[value.param] : undefined;
+  if (found === undefined && source === 'request field') throw new InvalidRouteParameterError(value.param, source);
   if (found === undefined) {
     throw new PolicyConfigurationError(
       `${where}: @RequireAccess reads the route parameter "${value.param}", which this route does not have`,
     );
   }
-  if (typeof found !== 'string' || !isValid(found)) throw new InvalidRouteParameterError(value.param);
+  if (typeof found !== 'string' || !isValid(found)) throw new InvalidRouteParameterError(value.param, source);
   return found;
 }
 

@@ -1,6 +1,8 @@
 import { createParamDecorator, type ExecutionContext } from '@nestjs/common';
 import type { CallerIdentity } from '../authn/authentication.types';
 import { PUBLIC_ROUTE_KEY } from '../module/k8s-auth.constants';
+import { guardedCallOf } from './guarded-call';
+import { handlerWhere } from './handler-transport';
 import { requestCaller } from './service-account.guard';
 
 /** `@Caller()` on a route that no ServiceAccountGuard checked: there is no caller to give. Nest answers 500. */
@@ -9,14 +11,15 @@ class UnguardedRouteError extends Error {
 }
 
 /**
- * The identity ServiceAccountGuard established for this request (frozen); undefined on a public route.
+ * The identity ServiceAccountGuard established for this request or gRPC call (frozen); undefined on a public route.
  * @throws UnguardedRouteError (answered 500, logged with the route's name) when no guard ran on a route that is not
  * `@PublicRoute()`, rather than hand the handler an undefined it does not expect.
  */
 export const Caller = createParamDecorator((_data: unknown, context: ExecutionContext): CallerIdentity | undefined => {
-  const caller = requestCaller(context.switchToHttp().getRequest<object>());
+  const carrier = guardedCallOf(context)?.carrier(context);
+  const caller = carrier && requestCaller(carrier);
   if (caller || isPublicRoute(context)) return caller;
-  const where = `${context.getClass().name}.${context.getHandler().name}`;
+  const where = handlerWhere(context.getClass(), context.getHandler());
   throw new UnguardedRouteError(
     `@Caller() on ${where}: the route is not guarded by ServiceAccountGuard, so no caller was checked. Add ` +
       '@UseGuards(ServiceAccountGuard) to its controller or handler, or guard every route with an APP_GUARD ' +

@@ -69,7 +69,9 @@ class PlainController {
   }
 }
 
-async function routes(global: boolean): Promise<Record<string, Omit<DiscoveredRoute, 'controller' | 'handler'>>> {
+async function routes(
+  global: boolean,
+): Promise<Record<string, Omit<DiscoveredRoute, 'controller' | 'handler' | 'transport'>>> {
   const moduleRef = await Test.createTestingModule({
     imports: [DiscoveryModule],
     controllers: [ItemsController, RootController, PlainController],

@@ -1,6 +1,6 @@
-import { Inject, Injectable, Logger, type Type } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, type Type } from '@nestjs/common';
 import { PATH_METADATA } from '@nestjs/common/constants';
-import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import { DiscoveryService, HttpAdapterHost, MetadataScanner, Reflector } from '@nestjs/core';
 import { type AccessCheck, validateAccessChecks } from '../authz/access-check';
 import { isDns1123Label, isDns1123Subdomain, type ServiceAccountName } from '../kube/kubernetes-names';
 import {
@@ -12,7 +12,8 @@ import {
   REQUIRE_ACCESS_KEY,
 } from '../module/k8s-auth.constants';
 import { RESOLVED_OPTIONS, type ResolvedOptions } from '../module/resolved-options';
-import { type DiscoveredRoute, discoverRoutes, guardRunsForSomeRoute, type Handler } from './discovered-routes';
+import { type DiscoveredRoute, discoverRoutes, guardRunsForSomeRoute } from './discovered-routes';
+import { type Handler, handlerTransport, handlerWhere } from './handler-transport';
 
 /** What a guarded route lets through, read from its decorators and its controller's. */
 export interface RoutePolicy {
@@ -134,6 +135,7 @@ export class RoutePolicies {
     private readonly reflector: Reflector,
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
+    @Optional() private readonly httpAdapterHost?: HttpAdapterHost,
   ) {}
 
   /**
@@ -170,13 +172,26 @@ export class RoutePolicies {
     this.checked = true;
     const misconfigured: string[] = [];
     const unguarded: DiscoveredRoute[] = [];
-    for (const route of discoverRoutes(this.discovery, this.scanner, isGuard)) {
-      if (!route.guarded) {
+    const otherTransports: DiscoveredRoute[] = [];
+    const inherited: { declaring: DiscoveredRoute[]; silent: DiscoveredRoute[] } = { declaring: [], silent: [] };
+    const hybrid = this.httpAdapterHost?.httpAdapter != null;
+    for (const route of discoverRoutes(this.discovery, this.scanner, isGuard, { hybrid })) {
+      if (route.transport === 'other') {
+        if (route.declaresPolicy || route.public) otherTransports.push(route);
+        continue;
+      }
+      if (route.guarded === 'inherited') {
+        // Perhaps guarded: what it declares must be enforceable all the same, and it is not counted.
+        if (route.public) continue;
+        (route.declaresPolicy ? inherited.declaring : inherited.silent).push(route);
+        if (!route.declaresPolicy) continue;
+      } else if (!route.guarded) {
         if (route.declaresPolicy && !route.public) unguarded.push(route);
         continue;
       }
       try {
-        count[this.of(route.controller, route.handler).public ? 'public' : 'guarded']++;
+        const policy = this.of(route.controller, route.handler);
+        if (route.guarded !== 'inherited') count[policy.public ? 'public' : 'guarded']++;
       } catch (err) {
         if (!(err instanceof PolicyConfigurationError)) throw err;
         misconfigured.push(`- [${route.path}] ${err.message}${publicRouteHint(route)}`);
@@ -184,6 +199,13 @@ export class RoutePolicies {
     }
 
     const problems: string[] = [];
+    if (otherTransports.length > 0) problems.push(otherTransportsReport(otherTransports));
+    if (inherited.declaring.length > 0) {
+      const report = inheritedReport(inherited.declaring, this.options.unguardedRoutes);
+      if (this.options.unguardedRoutes === 'error') problems.push(report);
+      else this.logger.warn(report);
+    }
+    if (inherited.silent.length > 0) this.logger.warn(silentInheritedReport(inherited.silent));
     if (misconfigured.length > 0) {
       problems.push(
         `${misconfigured.length} route(s) guarded by ServiceAccountGuard cannot be enforced as written:\n` +
@@ -213,7 +235,7 @@ export class RoutePolicies {
   }
 
   private read(controller: Type, handler: Handler): RoutePolicy {
-    const where = `${controller.name}.${handler.name}`;
+    const where = handlerWhere(controller, handler);
     const targets = [handler, controller];
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC_ROUTE_KEY, targets)) {
       return { where, public: true, audiences: [], access: [] };
@@ -233,7 +255,10 @@ export class RoutePolicies {
 
     // RBAC checks add up: the controller's and the route's must all be allowed.
     const access = validateAccessChecks([...this.checksOn(controller, where), ...this.checksOn(handler, where)], where);
-    checkRouteParams(access, routeParams(controller, handler), where);
+    const transport = handlerTransport(handler);
+    // A gRPC method's placeholders read its request message, whose fields the proto alone knows: checked per call.
+    if (transport?.kind === 'grpc') checkRequestFields(access, transport.requestStream, where);
+    else checkRouteParams(access, routeParams(controller, handler), where);
 
     // A route that declares any allowlist replaces the controller's allowlists as a whole. With RBAC
     // checks, no allowlist at all is fine: RBAC alone decides.
@@ -285,6 +310,56 @@ function checkRouteParams(access: readonly AccessCheck[], params: Set<string>, w
       }
     }
   }
+}
+
+/** A request-streaming gRPC method has no one message to read a placeholder from. */
+function checkRequestFields(access: readonly AccessCheck[], requestStream: boolean, where: string): void {
+  if (!requestStream) return;
+  for (const check of access) {
+    if ('path' in check) continue;
+    for (const value of [check.namespace, check.name]) {
+      if (typeof value === 'object') {
+        throw new PolicyConfigurationError(
+          `${where}: @RequireAccess reads the request field "${value.param}", but a request-streaming gRPC method ` +
+            'has no single request message: use fixed values, or a unary or server-streaming method',
+        );
+      }
+    }
+  }
+}
+
+function otherTransportsReport(routes: readonly DiscoveredRoute[]): string {
+  return (
+    `${routes.length} handler(s) of a transport that ServiceAccountGuard does not guard carry its decorators ` +
+    '(it guards HTTP routes and gRPC methods only):\n' +
+    routes.map((r) => `- [${r.path}] ${r.where}`).join('\n') +
+    '\nRemove the decorators from them (and from their controllers), and check their callers with the ' +
+    'TOKEN_AUTHENTICATOR provider where the transport carries a token.'
+  );
+}
+
+const INHERIT_HINT =
+  'In a hybrid app (HTTP and connectMicroservice) an APP_GUARD reaches gRPC methods only if the microservice is ' +
+  'connected with connectMicroservice(options, { inheritAppConfig: true }), which start-up cannot see';
+
+function inheritedReport(routes: readonly DiscoveredRoute[], action: ResolvedOptions['unguardedRoutes']): string {
+  return (
+    `${routes.length} gRPC method(s) declare who may call them, but only an APP_GUARD may guard them:\n` +
+    routes.map((r) => `- [${r.path}] ${r.where}`).join('\n') +
+    `\n${INHERIT_HINT}. Add @UseGuards(ServiceAccountGuard) to their controllers, which guards them either way` +
+    (action === 'error'
+      ? "; or, if the microservice inherits the app's configuration, set the K8sAuthModule option " +
+        "unguardedRoutes: 'warn'."
+      : " (unguardedRoutes: 'warn': start-up goes on).")
+  );
+}
+
+function silentInheritedReport(routes: readonly DiscoveredRoute[]): string {
+  return (
+    `${routes.length} gRPC method(s) declare nothing and only an APP_GUARD may guard them:\n` +
+    routes.map((r) => `- [${r.path}] ${r.where}`).join('\n') +
+    `\n${INHERIT_HINT}. If it does, they need an audience and an allowlist, or @PublicRoute(); else they are open.`
+  );
 }
 
 /**

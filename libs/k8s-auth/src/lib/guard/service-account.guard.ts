@@ -22,7 +22,10 @@ import {
   type TokenAuthenticator,
 } from '../authn/authentication.types';
 import { asksApiServer } from '../authn/token-authenticator.provider';
-import { extractToken, type RequestHeaders, tokenHeadersOf } from './bearer-token';
+import { extractToken, tokenHeadersOf } from './bearer-token';
+import { type GuardedCall, guardedCallOf, type GuardedRequest } from './guarded-call';
+import { handlerWhere } from './handler-transport';
+import { httpCall } from './http-call';
 import { K8sAuthMetrics } from '../observability/k8s-auth.metrics';
 import { tokenFingerprint } from '../observability/log-safe';
 import { KubernetesApiClient } from '../kube/kubernetes-api.client';
@@ -35,32 +38,25 @@ import {
   type RoutePolicy,
 } from './route-policy';
 
-// The identity the guard established for each request, for `@Caller()`: kept beside the request, so that the guard
-// adds nothing to Express's or Fastify's request objects.
+// The identity the guard established for each call, for `@Caller()`: kept beside the request (HTTP) or the call
+// (gRPC), so that the guard adds nothing to Express's, Fastify's or grpc-js's objects.
 const callers = new WeakMap<object, CallerIdentity>();
 
-export function setRequestCaller(request: object, caller: CallerIdentity): void {
-  callers.set(request, caller);
+export function setRequestCaller(carrier: object, caller: CallerIdentity): void {
+  callers.set(carrier, caller);
 }
 
-export function requestCaller(request: object): CallerIdentity | undefined {
-  return callers.get(request);
+export function requestCaller(carrier: object): CallerIdentity | undefined {
+  return callers.get(carrier);
 }
 
-/** The request as the guard reads it: Express's and Fastify's both fit. */
-export interface GuardedRequest {
-  headers: Record<string, string | string[] | undefined>;
-  headersDistinct?: Record<string, string[] | undefined>;
-  rawHeaders?: readonly string[];
-  params?: Record<string, unknown>;
-  /** Fastify's request wraps Node's, which alone still has every header as sent. */
-  raw?: RequestHeaders;
-}
+export type { GuardedRequest } from './guarded-call';
 
 /**
  * Lets a request through only with a token that is valid for the route's audience, from a service account the
  * route's allowlist names (if it has one) and that RBAC allows every `@RequireAccess` check of (if it has any). Works
- * as a global `APP_GUARD` or with `@UseGuards`.
+ * as a global `APP_GUARD` or with `@UseGuards`, on HTTP routes and gRPC handlers (grpc-call.ts says how a gRPC call
+ * is read and answered).
  *
  * 401: no token, or not a well-formed one. 403: the token is refused, the caller is not allowed, or RBAC denies a
  * check. 400: a route parameter feeding a check is not a Kubernetes name. 503 with Retry-After: no answer could be
@@ -96,9 +92,20 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
+    const call = guardedCallOf(context);
+    if (call === httpCall) return this.check(context, call);
+    if (!call) return this.otherTransport(context);
+    try {
+      return await this.check(context, call);
+    } catch (err) {
+      throw call.refusal(context, err);
+    }
+  }
+
+  private async check(context: ExecutionContext, call: GuardedCall): Promise<boolean> {
     const policy = this.policyOf(context);
     if (policy.public) return true;
-    const request = context.switchToHttp().getRequest<GuardedRequest>();
+    const request = call.request(context);
     const token = this.readToken(request, context);
 
     const result = await this.authenticate(token, policy.audiences, context);
@@ -119,15 +126,26 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
       );
       throw this.refusal(context, 'forbidden', new ForbiddenException('caller not allowed'));
     }
-    if (policy.access.length > 0) await this.authorize(policy, caller, request, token, context);
+    if (policy.access.length > 0) await this.authorize(policy, caller, request, token, context, call);
 
     this.metrics.decision('allowed');
-    setRequestCaller(request, caller);
+    setRequestCaller(call.carrier(context), caller);
     return true;
   }
 
+  /** Kafka, NATS, WebSockets and the like: start-up refuses the decorators there; a guard that reaches one refuses. */
+  private otherTransport(context: ExecutionContext): boolean {
+    this.logger.error(
+      `${handlerWhere(context.getClass(), context.getHandler())} is a ${context.getType()} handler of a transport ` +
+        'that ServiceAccountGuard does not guard (it guards HTTP routes and gRPC handlers): the call is refused',
+    );
+    this.metrics.decision('forbidden');
+    return false;
+  }
+
   /**
-   * The caller's token, from the headers of the `tokenHeaders` option (`Authorization: Bearer` by default).
+   * The caller's token, from the headers of the `tokenHeaders` option (`Authorization: Bearer` by default); on a gRPC
+   * call, `request.headers` holds those keys of the call's metadata (all of it: `context.switchToRpc().getContext()`).
    * Override to read it elsewhere; throw the result of {@link refusal} to refuse.
    */
   protected readToken(request: GuardedRequest, context: ExecutionContext): string {
@@ -145,7 +163,8 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
 
   /**
    * The exception a refusal is answered with; `decision` is what the metrics count. Override to answer otherwise
-   * (another body, a header); the status should stay.
+   * (another body, a header); the status should stay. On a gRPC call the HttpException returned becomes the gRPC
+   * status of the same meaning (an `RpcException` returned is thrown as it is).
    */
   protected refusal(
     _context: ExecutionContext,
@@ -199,10 +218,11 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
     request: GuardedRequest,
     token: string,
     context: ExecutionContext,
+    call: GuardedCall,
   ): Promise<void> {
     let reviews;
     try {
-      reviews = resolveAccessChecks(policy.access, request.params, policy.where);
+      reviews = resolveAccessChecks(policy.access, request.params, policy.where, call.placeholder);
     } catch (err) {
       if (err instanceof PolicyConfigurationError) throw this.misconfigured(err);
       if (!(err instanceof InvalidRouteParameterError)) throw err;
@@ -231,14 +251,9 @@ export class ServiceAccountGuard implements CanActivate, OnApplicationBootstrap 
     return this.refusal(context, 'unavailable', new ServiceUnavailableException(message));
   }
 
-  /** Express responses have `setHeader`, Fastify replies `header`. */
+  /** An HTTP header, or a gRPC trailer, of the refusal about to be thrown. */
   private setHeader(context: ExecutionContext, name: string, value: string): void {
-    const response = context.switchToHttp().getResponse<{
-      setHeader?(name: string, value: string): void;
-      header?(name: string, value: string): void;
-    }>();
-    if (typeof response.setHeader === 'function') response.setHeader(name, value);
-    else response.header?.(name, value);
+    guardedCallOf(context)?.setHeader(context, name, value);
   }
 }
 
