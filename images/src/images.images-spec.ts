@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { ApiServerRelay } from './support/api-server-relay';
 import { type ProjectedVolume, projectVolumes, projectorFor } from './support/cluster';
-import { DOCKER, docker, dockerLogged, imageSize } from './support/docker';
+import { containerLog, DOCKER, docker, dockerLogged, imageSize } from './support/docker';
 import { get, type LoadCounts, type Outcome, steadyLoad } from './support/http';
 import { type PodPlan, readPodPlans } from './support/pod-plan';
 import { summaryFile } from './support/summary-file';
@@ -117,11 +117,11 @@ describe('the images, run as the manifests run them', () => {
 
   afterAll(async () => {
     for (const r of running.values()) {
-      await fs
-        .writeFile(join(dir, `${r.plan.namespace}.log`), await docker('logs', r.id).catch(() => ''))
-        .catch(() => undefined);
+      await fs.writeFile(join(dir, `${r.plan.namespace}.log`), await containerLog(r.id)).catch(() => undefined);
       await docker('rm', '--force', '--volumes', r.id).catch(() => undefined);
       for (const v of r.volumes) await v.projector.stop();
+      // The token files: worthless once the control plane is gone, but not left lying around.
+      await fs.rm(join(dir, r.plan.namespace), { recursive: true, force: true });
     }
     if (network) await docker('network', 'rm', network).catch(() => undefined);
     await relay?.close();
@@ -182,9 +182,7 @@ describe('the images, run as the manifests run them', () => {
       const outcome = await get(`${r.url}${r.plan.readiness}`, {}, 5000);
       if (outcome.kind === 'answered' && outcome.status === 200) return;
       if ((await docker('inspect', '--format', '{{.State.Running}}', r.id)) !== 'true') {
-        throw new Error(
-          `${r.plan.namespace} stopped during start-up:\n${(await docker('logs', '--tail', '30', r.id).catch(() => '')) || '(no log)'}`,
-        );
+        throw new Error(`${r.plan.namespace} stopped during start-up:\n${await containerLog(r.id, '30')}`);
       }
       await new Promise((done) => setTimeout(done, 250));
     }

@@ -37,6 +37,16 @@ export function dockerLogged(args: string[], logFile: string, cwd: string): Prom
   });
 }
 
+/** A container's log, stdout and stderr together. */
+export async function containerLog(id: string, tail = 'all'): Promise<string> {
+  try {
+    const { stdout, stderr } = await run(DOCKER, ['logs', '--tail', tail, id], { maxBuffer: 64 * 1024 * 1024 });
+    return stdout + stderr;
+  } catch {
+    return '(no log)';
+  }
+}
+
 /** Size in bytes of an image (all its layers). */
 export async function imageSize(image: string): Promise<number> {
   return Number(await docker('image', 'inspect', '--format', '{{.Size}}', image));
