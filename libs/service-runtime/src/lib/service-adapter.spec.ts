@@ -1,4 +1,5 @@
 import { Controller, Get, Param } from '@nestjs/common';
+import { get } from 'node:http';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import request from 'supertest';
@@ -35,5 +36,34 @@ describe('serviceAdapter', () => {
   ])('refuses %s without quoting the URL or its query string', async (_what, path, status, message, error) => {
     const res = await request(app.getHttpServer()).get(`${path}?access_token=a.b.c`).expect(status);
     expect(res.body).toEqual({ message, error, statusCode: status });
+  });
+
+  it('answers a request that reaches it while it closes, rather than with 503', async () => {
+    const moduleRef = await Test.createTestingModule({ controllers: [ThingsController] }).compile();
+    const closing = moduleRef.createNestApplication<NestFastifyApplication>(serviceAdapter(), { logger: false });
+    // Holds the close between Fastify's "closing" mark and the listener's close, where a new request can still land.
+    let entered: () => void = () => undefined;
+    let release: () => void = () => undefined;
+    const inWindow = new Promise<void>((resolve) => (entered = resolve));
+    const released = new Promise<void>((resolve) => (release = resolve));
+    closing
+      .getHttpAdapter()
+      .getInstance()
+      .addHook('preClose', async () => {
+        entered();
+        await released;
+      });
+    await closing.listen(0, '127.0.0.1');
+    const { port } = closing.getHttpServer().address() as { port: number };
+    const closed = closing.close();
+    await inWindow;
+    const status = await new Promise<number | undefined>((resolve, reject) =>
+      get({ host: '127.0.0.1', port, path: '/things/1', agent: false }, (res) => {
+        res.resume().on('end', () => resolve(res.statusCode));
+      }).on('error', reject),
+    );
+    release();
+    await closed;
+    expect(status).toBe(200);
   });
 });
