@@ -29,6 +29,6 @@ WORKDIR /app
 COPY --from=build /workspace/dist/apps/${APP}/ ./
 # uid/gid 1000 (the image's 'node' user), numeric so that runAsNonRoot can verify it.
 USER 1000:1000
-# The port comes from LISTEN_ADDR (api :8080, secret-store :8081).
-EXPOSE 8080 8081
+# The ports come from LISTEN_ADDR (api :8080, secret-store :8081) and GRPC_LISTEN_ADDR (secret-store :8082).
+EXPOSE 8080 8081 8082
 CMD ["node", "main.js"]

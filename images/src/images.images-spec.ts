@@ -4,6 +4,7 @@ import {
   mintServiceAccountToken,
   startControlPlane,
 } from '@k8s-auth/nestjs/testing';
+import { SecretStoreGrpcClient } from '@k8s-auth/service-runtime/testing';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, promises as fs, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,6 +34,7 @@ const API_SERVER_NAME = 'kubernetes.default.svc';
 const GREETING = 'Hello from secret store. You have been authenticated';
 const MAX_APP_LAYER_BYTES = 25e6;
 const MINUTE = 60_000;
+const GRPC_UNAUTHENTICATED = 16;
 
 interface Running {
   plan: PodPlan;
@@ -54,6 +56,7 @@ describe('the images, run as the manifests run them', () => {
   let cp: ControlPlane | undefined;
   let relay: ApiServerRelay | undefined;
   let network = '';
+  let gateway = '';
 
   const store = () => running.get('secret-store') as Running;
   const api = () => running.get('api') as Running;
@@ -97,20 +100,14 @@ describe('the images, run as the manifests run them', () => {
     cp = await startControlPlane();
     await createClusterObjects(cp.kubeConfig, join(ROOT, 'k8s', 'base'));
     network = await docker('network', 'create', `k8s-auth-images-${process.pid}`);
-    const gateway = await docker(
-      'network',
-      'inspect',
-      '--format',
-      '{{range .IPAM.Config}}{{.Gateway}}{{end}}',
-      network,
-    );
+    gateway = await docker('network', 'inspect', '--format', '{{range .IPAM.Config}}{{.Gateway}}{{end}}', network);
     relay = await ApiServerRelay.start(gateway, { host: '127.0.0.1', port: Number(new URL(cp.server).port) });
 
     // The store first: the others call it by its Service's name.
     for (const namespace of ['secret-store', 'api', 'data-store']) {
       const plan = plans.get(namespace);
       if (!plan) throw new Error(`k8s/base has no Deployment in namespace ${namespace}`);
-      running.set(namespace, await runPod(cp, plan, gateway, relay.port));
+      running.set(namespace, await runPod(cp, plan));
     }
     await Promise.all([...running.values()].map((r) => waitUntilReady(r)));
   }, 60 * MINUTE);
@@ -136,10 +133,23 @@ describe('the images, run as the manifests run them', () => {
     process.stdout.write(`Build logs and container logs: ${dir}\n`);
   }, 5 * MINUTE);
 
-  async function runPod(controlPlane: ControlPlane, plan: PodPlan, gateway: string, apiPort: number): Promise<Running> {
+  async function runPod(controlPlane: ControlPlane, plan: PodPlan): Promise<Running> {
     const volumes = await projectVolumes(controlPlane.kubeConfig, plan, dir, controlPlane);
-    const args = ['run', '--detach', '--name', `k8s-auth-images-${plan.namespace}-${process.pid}`];
-    args.push('--network', network, '--network-alias', `app.${plan.namespace}.svc.cluster.local`);
+    return runContainer(plan, volumes);
+  }
+
+  /**
+   * One container of `plan` on `volumes`. `variant` names a second container of the same pod plan with settings
+   * of its own added to the manifest's env; it shares the pod's volumes and takes no Service name.
+   */
+  async function runContainer(
+    plan: PodPlan,
+    volumes: ProjectedVolume[],
+    variant?: { name: string; env: Record<string, string> },
+  ): Promise<Running> {
+    const args = ['run', '--detach', '--name', `k8s-auth-images-${variant?.name ?? plan.namespace}-${process.pid}`];
+    args.push('--network', network);
+    if (!variant) args.push('--network-alias', `app.${plan.namespace}.svc.cluster.local`);
     args.push('--user', plan.user, '--security-opt', 'no-new-privileges=' + String(plan.noNewPrivileges));
     if (plan.readOnlyRoot) args.push('--read-only');
     for (const cap of plan.dropCapabilities) args.push('--cap-drop', cap);
@@ -155,8 +165,9 @@ describe('the images, run as the manifests run them', () => {
     const env: Record<string, string> = {
       ...plan.env,
       ...(plan.namespace === 'api' && { TOKEN_REFRESH_INTERVAL_MS: '1000' }),
+      ...variant?.env,
       KUBERNETES_SERVICE_HOST: API_SERVER_NAME,
-      KUBERNETES_SERVICE_PORT: String(apiPort),
+      KUBERNETES_SERVICE_PORT: String(relay?.port),
     };
     for (const [name, value] of Object.entries(env)) args.push('--env', `${name}=${serviceUrl(value)}`);
     args.push(`${plan.image}:${TAG}`);
@@ -245,6 +256,37 @@ describe('the images, run as the manifests run them', () => {
     expect(fromApi).toEqual({ kind: 'answered', status: 200, body: GREETING });
     expect(answer(fromDataStore)).toBe(403);
     expect(answer(noToken)).toBe(401);
+  });
+
+  it('answers the walkthrough over gRPC: api → store OK, data-store → store 403, no token UNAUTHENTICATED', async () => {
+    // The api and data-store images once more, as the manifests' SECRET_STORE_TRANSPORT comment says, on the
+    // pods' own token files; the store's gRPC port straight from the test for the call without a token.
+    const overGrpc = { env: { SECRET_STORE_TRANSPORT: 'grpc' } };
+    const variants = [
+      await runContainer(api().plan, api().volumes, { name: 'api-grpc', ...overGrpc }),
+      await runContainer(dataStore().plan, dataStore().volumes, { name: 'data-store-grpc', ...overGrpc }),
+    ];
+    const grpcPort = (store().plan.env['GRPC_LISTEN_ADDR'] ?? '').split(':').pop();
+    const grpc = new SecretStoreGrpcClient(
+      `${new URL(store().url).hostname}:${grpcPort}`,
+      join(ROOT, 'apps', 'secret-store', 'src', 'proto', 'secret_store.proto'),
+    );
+    try {
+      await Promise.all(variants.map((r) => waitUntilReady(r)));
+      const [fromApi, fromDataStore] = await Promise.all(variants.map((r) => get(`${r.url}/`)));
+      const noToken = await grpc.call('Hello');
+      figures.walkthrough.push(
+        `over gRPC: api → store ${answer(fromApi)}`,
+        `data-store → store ${answer(fromDataStore)}`,
+        `no token status ${noToken.code}`,
+      );
+      expect(fromApi).toEqual({ kind: 'answered', status: 200, body: GREETING });
+      expect(answer(fromDataStore)).toBe(403);
+      expect(noToken.code).toBe(GRPC_UNAUTHENTICATED);
+    } finally {
+      grpc.close();
+      for (const r of variants) await docker('rm', '--force', r.id).catch(() => undefined);
+    }
   });
 
   it('picks up a token file rotated in place (..data swap)', async () => {

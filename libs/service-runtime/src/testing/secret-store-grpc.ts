@@ -26,8 +26,9 @@ type Unary = (
 export class SecretStoreGrpcClient {
   private readonly client: Record<SecretStoreMethod, Unary> & { close(): void };
 
-  constructor(target: string) {
-    const pkg = loadPackageDefinition(loadSync(SECRET_STORE_PROTO)) as unknown as {
+  /** `proto`: the built service's copy by default; the images test, which has no build, reads the source's. */
+  constructor(target: string, proto = SECRET_STORE_PROTO) {
+    const pkg = loadPackageDefinition(loadSync(proto)) as unknown as {
       secretstore: { v1: { SecretStore: new (target: string, creds: unknown) => SecretStoreGrpcClient['client'] } };
     };
     this.client = new pkg.secretstore.v1.SecretStore(target, credentials.createInsecure());
