@@ -1,0 +1,90 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import type { ClusterBinaries } from './binaries';
+import { PROBE_IMAGE, type ClusterState } from './node';
+import { run } from './processes';
+
+/** A pod that must end Succeeded: the image was run by the node, and the command's checks passed. */
+function probePod(name: string, args: string[], extra: Record<string, unknown> = {}): object {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'default' },
+    spec: {
+      restartPolicy: 'Never',
+      containers: [{ name: 'probe', image: PROBE_IMAGE, imagePullPolicy: 'Never', command: ['/probe', ...args] }],
+      ...extra,
+    },
+  };
+}
+
+/**
+ * Proves the node runs pods: one from the locally built image, then one as uid 1000 that reads its projected
+ * ServiceAccount token and the CA the controller-manager publishes. Returns the seconds each took to succeed.
+ */
+export async function smokeTest(
+  binaries: ClusterBinaries,
+  state: ClusterState,
+  onProgress: (line: string) => void,
+): Promise<Record<string, number>> {
+  const kubectl = (...args: string[]) =>
+    run(binaries.kubectl, [`--kubeconfig=${state.kubeconfigPath}`, ...args], { timeout: 200_000 });
+  const pods = [
+    probePod('probe-hello', ['read', '/probe']),
+    probePod(
+      'probe-token',
+      ['read', '/var/run/secrets/tokens/token', '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt'],
+      {
+        securityContext: { runAsUser: 1000, runAsGroup: 1000, runAsNonRoot: true },
+        volumes: [
+          {
+            name: 'token',
+            projected: {
+              sources: [{ serviceAccountToken: { path: 'token', audience: 'secret-store', expirationSeconds: 600 } }],
+            },
+          },
+        ],
+      },
+    ),
+  ];
+  // The token pod mounts its projected token where the seed's manifests do.
+  const tokenPod = pods[1] as { spec: { containers: Array<Record<string, unknown>> } };
+  tokenPod.spec.containers[0]['volumeMounts'] = [{ name: 'token', mountPath: '/var/run/secrets/tokens' }];
+  const times: Record<string, number> = {};
+  // The default ServiceAccount appears a moment after the namespace controller starts.
+  for (let i = 0; i < 60; i++) {
+    if (
+      await kubectl('get', 'serviceaccount', 'default').then(
+        () => true,
+        () => false,
+      )
+    )
+      break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  for (const pod of pods) {
+    const name = (pod as { metadata: { name: string } }).metadata.name;
+    const file = join(state.dir, `${name}.json`);
+    await fs.writeFile(file, JSON.stringify(pod));
+    const started = Date.now();
+    await kubectl('apply', '-f', file);
+    const done = await kubectl(
+      'wait',
+      `pod/${name}`,
+      '--for=jsonpath={.status.phase}=Succeeded',
+      '--timeout=180s',
+    ).then(
+      () => true,
+      async () => {
+        const { stdout } = await kubectl('get', 'pod', name, '-o', 'yaml').catch(() => ({ stdout: '' }));
+        onProgress(`${name} did not succeed:\n${stdout}`);
+        return false;
+      },
+    );
+    times[name] = Math.round((Date.now() - started) / 100) / 10;
+    const { stdout: logs } = await kubectl('logs', name).catch((e: Error) => ({ stdout: `(no logs: ${e.message})` }));
+    onProgress(`${name}: ${done ? 'Succeeded' : 'FAILED'} in ${times[name]} s; its output:\n${logs.trim()}`);
+    if (!done) throw new Error(`${name} did not succeed`);
+  }
+  return times;
+}
