@@ -1,4 +1,4 @@
-import { existsSync, promises as fs } from 'node:fs';
+import { existsSync, promises as fs, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultCacheDirectory } from '@k8s-auth/nestjs/testing';
 import { ensureClusterBinaries } from './binaries';
@@ -38,7 +38,7 @@ async function main(command: string | undefined): Promise<number> {
         return 1;
       }
       const binaries = await ensureClusterBinaries(say);
-      const write = (state: ClusterState) => fs.writeFile(STATE_FILE, JSON.stringify(state, null, 2));
+      const write = (state: ClusterState) => writeFileSync(STATE_FILE, JSON.stringify(state, null, 2));
       const state = await startCluster(binaries, say, write);
       process.stdout.write(
         `Node ready in ${state.timings['node Ready']} s at ${state.server}.\nexport KUBECONFIG=${state.kubeconfigPath}\n`,
@@ -61,7 +61,7 @@ async function main(command: string | undefined): Promise<number> {
         say('No node recorded; nothing to stop.');
         return 0;
       }
-      await stopCluster(state, say);
+      await stopCluster(state, await ensureClusterBinaries(say), say);
       await fs.rm(STATE_FILE, { force: true });
       return 0;
     }

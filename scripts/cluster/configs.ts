@@ -36,6 +36,8 @@ state = "${join(dir, 'state')}"
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "${join(dir, 'certs.d')}"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     # Built and imported here: no registry serves the default pause image on these machines.
     sandbox = "${sandboxImage}"
@@ -43,6 +45,9 @@ state = "${join(dir, 'state')}"
 [plugins.'io.containerd.cri.v1.runtime']
   # Network namespaces under the state folder, so that 'down' finds and removes every one.
   netns_mounts_under_state_dir = true
+  # The machines this runs on withhold CAP_SYS_RESOURCE even from root, so no process may lower its OOM score:
+  # without this, runc fails every sandbox ("failed to update /proc/self/oom_score_adj: Permission denied").
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
     conf_dir = "${join(dir, 'cni')}"
@@ -128,8 +133,9 @@ export function kubeProxyConfig(kubeconfigPath: string): string {
       clientConnection: { kubeconfig: kubeconfigPath },
       hostnameOverride: NODE.name,
       bindAddress: NODE.address,
-      healthzBindAddress: '127.0.0.1:0',
-      metricsBindAddress: '127.0.0.1:0',
+      // Its default ports, on loopback (it refuses port 0).
+      healthzBindAddress: '127.0.0.1:10256',
+      metricsBindAddress: '127.0.0.1:10249',
       clusterCIDR: NODE.podSubnet,
       // Leave the machine's conntrack settings alone.
       conntrack: { maxPerCore: 0, min: 0, tcpEstablishedTimeout: '0s', tcpCloseWaitTimeout: '0s' },

@@ -6,9 +6,11 @@ import { dirname, join } from 'node:path';
 import { freePort, ManagedProcess } from '@k8s-auth/internal/testing';
 import type { ClusterBinaries } from './binaries';
 import { cniConfig, containerdConfig, kubeconfig, kubeletConfig, kubeProxyConfig } from './configs';
+import { COREDNS_IMAGE, writeDnsManifest } from './dns';
 import { writeImageTarball } from './image';
 import { NODE } from './network';
-import { killPidFile, mountsUnder, poll, run, stopGroup } from './processes';
+import { writeRegistryConfig, writeRegistryHosts } from './registry';
+import { killPidFile, mountsUnder, pidsRunning, poll, run, stopGroup } from './processes';
 
 export const PAUSE_IMAGE = 'localhost/k8s-auth/pause:1';
 export const PROBE_IMAGE = 'localhost/k8s-auth/probe:1';
@@ -28,21 +30,22 @@ const COMPONENT_TIMEOUT_MS = 120_000;
 export async function startCluster(
   binaries: ClusterBinaries,
   onProgress: (line: string) => void,
-  onState: (state: ClusterState) => Promise<void>,
+  onState: (state: ClusterState) => void,
 ): Promise<ClusterState> {
   const dir = await fs.mkdtemp(join(tmpdir(), 'k8s-auth-cluster-'));
   const server = `https://${NODE.address}:${NODE.apiPort}`;
   const state: ClusterState = { dir, server, kubeconfigPath: join(dir, 'admin.kubeconfig'), pids: {}, timings: {} };
   const t0 = Date.now();
-  const mark = async (step: string) => {
+  const mark = (step: string) => {
     state.timings[step] = Math.round((Date.now() - t0) / 100) / 10;
     onProgress(`${step} after ${state.timings[step]} s`);
-    // Recorded after every step, so that 'down' stops what a failed 'up' left.
-    await onState(state);
+    onState(state);
   };
   const start = (name: string, binary: string, args: string[], env?: NodeJS.ProcessEnv) => {
     const proc = new ManagedProcess(name, binary, args, { logFile: join(dir, `${name}.log`), persistent: true, env });
     state.pids[name] = proc.pid ?? 0;
+    // Recorded at every start, so that 'down' stops what a failed 'up' left.
+    onState(state);
     return proc;
   };
 
@@ -81,7 +84,7 @@ export async function startCluster(
     '--log-level=warn',
   ]);
   await etcd.waitUntilReady(() => httpOk(`http://127.0.0.1:${etcdPort}/health`), COMPONENT_TIMEOUT_MS);
-  await mark('etcd');
+  mark('etcd');
 
   const saKey = join(dir, 'service-account.key');
   const apiServer = start('kube-apiserver', binaries.kubeApiServer, [
@@ -111,7 +114,7 @@ export async function startCluster(
     return join(dir, file);
   };
   await writeKubeconfig('admin.kubeconfig', 'admin');
-  await mark('kube-apiserver');
+  mark('kube-apiserver');
 
   start('kube-controller-manager', binaries.kubeControllerManager, [
     `--kubeconfig=${await writeKubeconfig('controller-manager.kubeconfig', 'system:kube-controller-manager')}`,
@@ -126,7 +129,7 @@ export async function startCluster(
     '--leader-elect=false',
     '--secure-port=0',
   ]);
-  await mark('controllers started');
+  mark('controllers started');
 
   const containerdDir = join(dir, 'containerd');
   const socket = join(containerdDir, 'containerd.sock');
@@ -136,6 +139,7 @@ export async function startCluster(
     join(containerdDir, 'config.toml'),
     containerdConfig(containerdDir, dirname(binaries.containerdShim), PAUSE_IMAGE),
   );
+  await writeRegistryHosts(join(containerdDir, 'certs.d'));
   // containerd finds its shim on PATH.
   const nodeEnv = { ...process.env, PATH: `${dirname(binaries.containerdShim)}:/usr/sbin:/usr/bin:/sbin:/bin` };
   const containerd = start(
@@ -148,10 +152,11 @@ export async function startCluster(
     async () => (await run(binaries.ctr, ['--address', socket, 'version'], { timeout: 5000 }), true),
     COMPONENT_TIMEOUT_MS,
   );
-  await mark('containerd');
+  mark('containerd');
   for (const [image, file, entrypoint, user] of [
     [PAUSE_IMAGE, binaries.pause, '/pause', '65535:65535'],
     [PROBE_IMAGE, binaries.probe, '/probe', '65532:65532'],
+    [COREDNS_IMAGE, binaries.coredns, '/coredns', '65532:65532'],
   ]) {
     const workDir = join(dir, 'images', image.replace(/[^\w]/g, '_'));
     const name = entrypoint.slice(1);
@@ -161,7 +166,12 @@ export async function startCluster(
     );
     await run(binaries.ctr, ['--address', socket, '--namespace', 'k8s.io', 'images', 'import', tarball]);
   }
-  await mark('images imported');
+  mark('images imported');
+  // The registry exports no traces: nothing would receive them.
+  start('registry', binaries.registry, ['serve', await writeRegistryConfig(dir)], {
+    ...process.env,
+    OTEL_TRACES_EXPORTER: 'none',
+  });
 
   await fs.writeFile(join(dir, 'kubelet.json'), kubeletConfig(dir, socket));
   start(
@@ -194,7 +204,18 @@ export async function startCluster(
     return stdout.trim() === 'True';
   }, COMPONENT_TIMEOUT_MS);
   if (!ready) throw new Error(`The node was not Ready after ${COMPONENT_TIMEOUT_MS / 1000} s; see ${dir}/kubelet.log`);
-  await mark('node Ready');
+  mark('node Ready');
+
+  await kubectl('apply', '-f', await writeDnsManifest(dir));
+  await kubectl(
+    '-n',
+    'kube-system',
+    'rollout',
+    'status',
+    'deployment/coredns',
+    `--timeout=${COMPONENT_TIMEOUT_MS / 1000}s`,
+  );
+  mark('DNS Ready');
   return state;
 }
 
@@ -203,17 +224,37 @@ export async function startCluster(
  * recorded, then containerd and the control plane; unmounts what is left under the folder, removes the bridge, then the
  * folder. Never removes a folder that still has a mount under it.
  */
-export async function stopCluster(state: ClusterState, onProgress: (line: string) => void): Promise<void> {
+export async function stopCluster(
+  state: ClusterState,
+  binaries: Pick<ClusterBinaries, 'kubectl' | 'kubeProxy' | 'containerdShim'>,
+  onProgress: (line: string) => void,
+): Promise<void> {
+  // Pods deleted while the kubelet runs have their network torn down by CNI (addresses, firewall rules).
+  if (state.pids['kubelet']) {
+    const kubectl = (...args: string[]) =>
+      run(binaries.kubectl, [`--kubeconfig=${state.kubeconfigPath}`, ...args], { timeout: 90_000 });
+    await kubectl('delete', 'deployments,pods', '--all', '--all-namespaces', '--grace-period=1', '--timeout=60s').catch(
+      (err: Error) => onProgress(`pods not all deleted, stopping them by pid: ${err.message.split('\n')[0]}`),
+    );
+  }
   const order = ['kubelet', 'kube-proxy', 'kube-scheduler', 'kube-controller-manager'];
   for (const name of order) if (state.pids[name]) await stopGroup(state.pids[name]);
   const tasks = join(state.dir, 'containerd', 'state', 'io.containerd.runtime.v2.task');
   for (const ns of await fs.readdir(tasks).catch(() => [] as string[])) {
     for (const id of await fs.readdir(join(tasks, ns)).catch(() => [] as string[])) {
       await killPidFile(join(tasks, ns, id, 'init.pid'));
-      await killPidFile(join(tasks, ns, id, 'shim.pid'));
     }
   }
-  for (const name of ['containerd', 'kube-apiserver', 'etcd']) if (state.pids[name]) await stopGroup(state.pids[name]);
+  const socket = join(state.dir, 'containerd', 'containerd.sock');
+  for (const pid of await pidsRunning(binaries.containerdShim, socket)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+  for (const name of ['containerd', 'registry', 'kube-apiserver', 'etcd'])
+    if (state.pids[name]) await stopGroup(state.pids[name]);
   for (const mount of mountsUnder(state.dir)) {
     await run('umount', [mount]).catch(() => run('umount', ['-l', mount]).catch(() => undefined));
   }
@@ -222,8 +263,36 @@ export async function stopCluster(state: ClusterState, onProgress: (line: string
     throw new Error(`Still mounted, so ${state.dir} is kept:\n${left.join('\n')}`);
   }
   await run('ip', ['link', 'del', NODE.bridge]).catch(() => undefined);
+  await removeNodeRules(binaries.kubeProxy);
   await fs.rm(state.dir, { recursive: true, force: true });
   onProgress(`stopped the node and removed ${state.dir}`);
+}
+
+/**
+ * kube-proxy's, the kubelet's and the CNI firewall plugin's iptables chains, which outlive them; Docker's rules and any
+ * other stay as they are.
+ */
+async function removeNodeRules(kubeProxy: string): Promise<void> {
+  await run(kubeProxy, ['--cleanup']).catch(() => undefined);
+  const ignore = () => undefined;
+  for (const iptables of ['iptables', 'ip6tables']) {
+    const cni = ['FORWARD', '-m', 'comment', '--comment', 'CNI firewall plugin rules', '-j', 'CNI-FORWARD'];
+    await run(iptables, ['-D', ...cni]).catch(ignore);
+    for (const parent of ['INPUT', 'OUTPUT']) await run(iptables, ['-D', parent, '-j', 'KUBE-FIREWALL']).catch(ignore);
+    const chains: Array<[string, string]> = [
+      ['filter', 'CNI-FORWARD'],
+      ['filter', 'CNI-ADMIN'],
+      ['filter', 'KUBE-FIREWALL'],
+      ['filter', 'KUBE-KUBELET-CANARY'],
+      ['nat', 'KUBE-KUBELET-CANARY'],
+      ['mangle', 'KUBE-KUBELET-CANARY'],
+      ['mangle', 'KUBE-IPTABLES-HINT'],
+    ];
+    for (const [table, chain] of chains) {
+      await run(iptables, ['-t', table, '-F', chain]).catch(ignore);
+      await run(iptables, ['-t', table, '-X', chain]).catch(ignore);
+    }
+  }
 }
 
 /** The node's bridge with its address, made before anything binds to that address. */

@@ -61,3 +61,17 @@ export async function poll(check: () => Promise<boolean>, timeoutMs: number, eve
   }
   return false;
 }
+
+/**
+ * Pids of the processes started from `binary` with `arg` among their arguments: containerd's shims, which detach from
+ * containerd's process group and record their pid nowhere, are found this way, each one then stopped by its pid.
+ */
+export async function pidsRunning(binary: string, arg: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const argv = (await fs.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (argv[0] === binary && argv.includes(arg)) pids.push(Number(entry));
+  }
+  return pids;
+}

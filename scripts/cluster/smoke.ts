@@ -2,7 +2,9 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { ClusterBinaries } from './binaries';
 import { PROBE_IMAGE, type ClusterState } from './node';
-import { run } from './processes';
+import { poll, run } from './processes';
+
+const POD_TIMEOUT_MS = 120_000;
 
 /** A pod that must end Succeeded: the image was run by the node, and the command's checks passed. */
 function probePod(name: string, args: string[], extra: Record<string, unknown> = {}): object {
@@ -46,6 +48,10 @@ export async function smokeTest(
         ],
       },
     ),
+    // Through DNS and the `kubernetes` Service (kube-proxy), with the automounted token and CA.
+    probePod('probe-api', ['api', 'https://kubernetes.default.svc/api'], {
+      securityContext: { runAsUser: 1000, runAsGroup: 1000, runAsNonRoot: true },
+    }),
   ];
   // The token pod mounts its projected token where the seed's manifests do.
   const tokenPod = pods[1] as { spec: { containers: Array<Record<string, unknown>> } };
@@ -66,21 +72,20 @@ export async function smokeTest(
     const name = (pod as { metadata: { name: string } }).metadata.name;
     const file = join(state.dir, `${name}.json`);
     await fs.writeFile(file, JSON.stringify(pod));
+    await kubectl('delete', 'pod', name, '--ignore-not-found', '--wait=true');
     const started = Date.now();
-    await kubectl('apply', '-f', file);
-    const done = await kubectl(
-      'wait',
-      `pod/${name}`,
-      '--for=jsonpath={.status.phase}=Succeeded',
-      '--timeout=180s',
-    ).then(
-      () => true,
-      async () => {
-        const { stdout } = await kubectl('get', 'pod', name, '-o', 'yaml').catch(() => ({ stdout: '' }));
-        onProgress(`${name} did not succeed:\n${stdout}`);
-        return false;
-      },
-    );
+    await kubectl('create', '-f', file);
+    // A pod that ends Failed ends the wait at once.
+    let phase = '';
+    await poll(async () => {
+      phase = (await kubectl('get', 'pod', name, '-o', 'jsonpath={.status.phase}')).stdout.trim();
+      return phase === 'Succeeded' || phase === 'Failed';
+    }, POD_TIMEOUT_MS);
+    const done = phase === 'Succeeded';
+    if (!done) {
+      const { stdout } = await kubectl('get', 'pod', name, '-o', 'jsonpath={.status}').catch(() => ({ stdout: '' }));
+      onProgress(`${name} ended ${phase || 'nowhere'}: ${stdout}`);
+    }
     times[name] = Math.round((Date.now() - started) / 100) / 10;
     const { stdout: logs } = await kubectl('logs', name).catch((e: Error) => ({ stdout: `(no logs: ${e.message})` }));
     onProgress(`${name}: ${done ? 'Succeeded' : 'FAILED'} in ${times[name]} s; its output:\n${logs.trim()}`);
