@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { ClusterBinaries } from './binaries';
 import { PROBE_IMAGE, type ClusterState } from './node';
+import { REGISTRY } from './registry';
 import { poll, run } from './processes';
 
 const POD_TIMEOUT_MS = 120_000;
@@ -53,6 +54,26 @@ export async function smokeTest(
       securityContext: { runAsUser: 1000, runAsGroup: 1000, runAsNonRoot: true },
     }),
   ];
+  // Pulled from the local registry, as an image that skaffold pushed would be.
+  const pushed = `${REGISTRY}/k8s-auth/probe:1`;
+  const pulled = probePod('probe-registry', ['read', '/probe']) as {
+    spec: { containers: Array<Record<string, unknown>> };
+  };
+  pulled.spec.containers[0]['image'] = pushed;
+  pulled.spec.containers[0]['imagePullPolicy'] = 'Always';
+  pods.push(pulled);
+  const ctr = (...args: string[]) =>
+    run(binaries.ctr, [
+      '--address',
+      join(state.dir, 'containerd', 'containerd.sock'),
+      '--namespace',
+      'k8s.io',
+      ...args,
+    ]);
+  await ctr('images', 'tag', '--force', PROBE_IMAGE, pushed);
+  await ctr('images', 'push', '--plain-http', pushed);
+  // Removed here, so the kubelet has to pull it.
+  await ctr('images', 'rm', pushed);
   // The token pod mounts its projected token where the seed's manifests do.
   const tokenPod = pods[1] as { spec: { containers: Array<Record<string, unknown>> } };
   tokenPod.spec.containers[0]['volumeMounts'] = [{ name: 'token', mountPath: '/var/run/secrets/tokens' }];
