@@ -130,6 +130,8 @@ export function kubeProxyConfig(kubeconfigPath: string): string {
       apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
       kind: 'KubeProxyConfiguration',
       mode: 'iptables',
+      // NodePorts on 127.0.0.1 would need net.ipv4.conf.all.route_localnet=1, a change to the whole machine.
+      iptables: { localhostNodePorts: false },
       clientConnection: { kubeconfig: kubeconfigPath },
       hostnameOverride: NODE.name,
       bindAddress: NODE.address,

@@ -10,7 +10,12 @@ export interface ImageSpec {
   /** The full reference containerd lists it under, e.g. `localhost/k8s-auth/pause:1`. */
   name: string;
   /** Files copied into the root of the single layer, mode 0755. */
-  files: Record<string, string>;
+  files?: Record<string, string>;
+  /** Or a folder made ready beforehand, taken whole as the layer. */
+  rootfs?: string;
+  /** Environment of the image's config, e.g. `PATH=/usr/bin`. */
+  env?: string[];
+  workingDir?: string;
   entrypoint: string[];
   user?: string;
 }
@@ -24,11 +29,11 @@ function sha256(data: Buffer): string {
  * the system; the layer is reproducible (sorted, owned by root, mtime 0), so the same binaries give the same digest.
  */
 export async function writeImageTarball(spec: ImageSpec, workDir: string): Promise<string> {
-  const rootfs = join(workDir, 'rootfs');
+  const rootfs = spec.rootfs ?? join(workDir, 'rootfs');
   const layout = join(workDir, 'layout');
   await fs.mkdir(rootfs, { recursive: true });
   await fs.mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
-  for (const [name, source] of Object.entries(spec.files)) {
+  for (const [name, source] of Object.entries(spec.files ?? {})) {
     await fs.copyFile(source, join(rootfs, name));
     await fs.chmod(join(rootfs, name), 0o755);
   }
@@ -43,7 +48,7 @@ export async function writeImageTarball(spec: ImageSpec, workDir: string): Promi
     rootfs,
     '-cf',
     layerPath,
-    ...Object.keys(spec.files),
+    ...(spec.rootfs ? ['.'] : Object.keys(spec.files ?? {})),
   ]);
   const blob = async (data: Buffer) => {
     const digest = sha256(data);
@@ -56,7 +61,12 @@ export async function writeImageTarball(spec: ImageSpec, workDir: string): Promi
       JSON.stringify({
         architecture: 'amd64',
         os: 'linux',
-        config: { Entrypoint: spec.entrypoint, ...(spec.user ? { User: spec.user } : {}) },
+        config: {
+          Entrypoint: spec.entrypoint,
+          ...(spec.user ? { User: spec.user } : {}),
+          ...(spec.env ? { Env: spec.env } : {}),
+          ...(spec.workingDir ? { WorkingDir: spec.workingDir } : {}),
+        },
         rootfs: { type: 'layers', diff_ids: [layer.digest] },
       }),
     ),

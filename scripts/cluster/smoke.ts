@@ -72,8 +72,8 @@ export async function smokeTest(
     ]);
   await ctr('images', 'tag', '--force', PROBE_IMAGE, pushed);
   await ctr('images', 'push', '--plain-http', pushed);
-  // Removed here, so the kubelet has to pull it.
-  await ctr('images', 'rm', pushed);
+  // The pod's pull policy Always makes the kubelet pull it from the registry. Removing the tag with ctr instead would
+  // make containerd's CRI forget every name of that image (it tracks images by id), the local probe's too.
   // The token pod mounts its projected token where the seed's manifests do.
   const tokenPod = pods[1] as { spec: { containers: Array<Record<string, unknown>> } };
   tokenPod.spec.containers[0]['volumeMounts'] = [{ name: 'token', mountPath: '/var/run/secrets/tokens' }];
