@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { defaultCacheDirectory } from '@k8s-auth/nestjs/testing';
 import { ensureClusterBinaries } from './binaries';
 import { type ClusterState, startCluster, stopCluster } from './node';
+import { deploySeed } from './seed';
 import { smokeTest } from './smoke';
 
 const USAGE = `Usage: npm run cluster -- <up|down|smoke|build>
@@ -10,6 +11,8 @@ const USAGE = `Usage: npm run cluster -- <up|down|smoke|build>
   build  build every binary of the node from its pinned module (once; cached)
   up     start a control plane, containerd, a kubelet and kube-proxy on this machine (root)
   smoke  run the node's checks: a pod from a locally built image, a projected token read as uid 1000
+  seed [projected|legacy]
+         deploy the seed's overlay with app images made here, run the walkthrough, delete the api pod
   down   stop what 'up' started, by pid, and remove its files`;
 
 const STATE_FILE = join(defaultCacheDirectory(), 'cluster.json');
@@ -53,6 +56,16 @@ async function main(command: string | undefined): Promise<number> {
       }
       const times = await smokeTest(await ensureClusterBinaries(say), state, say);
       process.stdout.write(`smoke passed: ${JSON.stringify(times)}\n`);
+      return 0;
+    }
+    case 'seed': {
+      const state = await readState();
+      if (!state) {
+        say("No node recorded: run 'npm run cluster -- up' first.");
+        return 1;
+      }
+      const result = await deploySeed(await ensureClusterBinaries(say), state, process.argv[3] ?? 'projected', say);
+      process.stdout.write(`seed passed: ${JSON.stringify(result)}\n`);
       return 0;
     }
     case 'down': {
