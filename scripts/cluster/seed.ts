@@ -130,6 +130,8 @@ export async function deploySeed(
   }
   onProgress(`walkthrough: ${JSON.stringify(answers)}`);
 
+  // The legacy profile's callers send a token of another kind; its revocation is not measured here yet.
+  if (profile !== 'projected') return { seconds, answers };
   // The api pod's token for the store, as the kubelet projected it, reviewed before and after the pod's deletion.
   const pod = JSON.parse((await kubectl('-n', 'api', 'get', 'pods', '-l', 'app=api', '-o', 'json')).stdout).items[0];
   const tokenFile = join(
