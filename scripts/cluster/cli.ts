@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { defaultCacheDirectory } from '@k8s-auth/nestjs/testing';
 import { ensureClusterBinaries } from './binaries';
 import { type ClusterState, startCluster, stopCluster } from './node';
-import { deploySeed } from './seed';
+import { deploySeed, restartStoreUnderLoad } from './seed';
 import { smokeTest } from './smoke';
 
 const USAGE = `Usage: npm run cluster -- <up|down|smoke|build>
@@ -13,8 +13,10 @@ const USAGE = `Usage: npm run cluster -- <up|down|smoke|build>
   smoke  run the node's checks: a pod from a locally built image, a projected token read as uid 1000
   seed [projected|legacy]
          deploy the seed's overlay with app images made here, run the walkthrough, delete the api pod
-  down   stop what 'up' started, by pid, and remove its files`;
+  down   stop what 'up' started, by pid, and remove its files
+  test   up, smoke, seed, the store restarted under load, down; its last line sums it up`;
 
+const EXPECTED_ANSWERS = { 'api -> store': 200, 'data-store -> store': 403, 'no token -> store': 401 };
 const STATE_FILE = join(defaultCacheDirectory(), 'cluster.json');
 const say = (line: string) => process.stderr.write(`[cluster] ${line}\n`);
 
@@ -67,6 +69,39 @@ async function main(command: string | undefined): Promise<number> {
       const result = await deploySeed(await ensureClusterBinaries(say), state, process.argv[3] ?? 'projected', say);
       process.stdout.write(`seed passed: ${JSON.stringify(result)}\n`);
       return 0;
+    }
+    case 'test': {
+      if (await readState()) {
+        say(`A node is recorded in ${STATE_FILE}: run 'npm run cluster -- down' first.`);
+        return 1;
+      }
+      const binaries = await ensureClusterBinaries(say);
+      const write = (state: ClusterState) => writeFileSync(STATE_FILE, JSON.stringify(state, null, 2));
+      let state: ClusterState | undefined;
+      const checks: Array<[string, boolean]> = [];
+      try {
+        state = await startCluster(binaries, say, write);
+        await smokeTest(binaries, state, say);
+        checks.push(['smoke', true]);
+        const seed = await deploySeed(binaries, state, 'projected', say);
+        const walkthrough = JSON.stringify(seed.answers) === JSON.stringify(EXPECTED_ANSWERS);
+        checks.push(['walkthrough', walkthrough]);
+        const restart = await restartStoreUnderLoad(binaries, state);
+        checks.push(['store restarted without a failed request', restart.failed === 0]);
+        for (const [name, ok] of checks) say(`${ok ? 'passed' : 'FAILED'}: ${name}`);
+        const passed = checks.filter(([, ok]) => ok).length;
+        process.stdout.write(
+          `node Ready in ${state.timings['node Ready']} s, DNS in ${state.timings['DNS Ready']} s; ` +
+            `seed ${JSON.stringify(seed.seconds)}; walkthrough ${JSON.stringify(seed.answers)}; ` +
+            `store restart ${restart.seconds} s, ${restart.failed} of ${restart.requests} requests failed\n` +
+            `cluster: ${passed} passed, ${checks.length - passed} failed\n`,
+        );
+        return passed === checks.length ? 0 : 1;
+      } finally {
+        const recorded = await readState();
+        if (recorded) await stopCluster(recorded, binaries, say);
+        await fs.rm(STATE_FILE, { force: true });
+      }
     }
     case 'down': {
       const state = await readState();

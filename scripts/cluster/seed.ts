@@ -156,3 +156,41 @@ export async function deploySeed(
   });
   return { seconds, answers };
 }
+
+/**
+ * `kubectl rollout restart` of the secret store while requests go through the api, one after another; returns how long
+ * the rollout took and how many requests did not get a 200 (the goal is none).
+ */
+export async function restartStoreUnderLoad(
+  binaries: ClusterBinaries,
+  state: ClusterState,
+): Promise<{ seconds: number; requests: number; failed: number }> {
+  const kubectl = (...args: string[]) =>
+    run(binaries.kubectl, [`--kubeconfig=${state.kubeconfigPath}`, ...args], { timeout: 300_000 });
+  const api = (
+    await kubectl('-n', 'api', 'get', 'svc', 'app', '-o', 'jsonpath={.spec.clusterIP}:{.spec.ports[0].port}')
+  ).stdout;
+  let running = true;
+  let requests = 0;
+  let failed = 0;
+  const load = (async () => {
+    while (running) {
+      requests++;
+      const status = await fetch(`http://${api}/`, { signal: AbortSignal.timeout(5000) }).then(
+        async (r) => (await r.arrayBuffer(), r.status),
+        () => 0,
+      );
+      if (status !== 200) failed++;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  const started = Date.now();
+  try {
+    await kubectl('-n', 'secret-store', 'rollout', 'restart', 'deployment/app');
+    await kubectl('-n', 'secret-store', 'rollout', 'status', 'deployment/app', `--timeout=${ROLLOUT_TIMEOUT_S}s`);
+  } finally {
+    running = false;
+    await load;
+  }
+  return { seconds: Math.round((Date.now() - started) / 100) / 10, requests, failed };
+}
