@@ -167,6 +167,8 @@ export async function restartStoreUnderLoad(
 ): Promise<{ seconds: number; requests: number; failed: number }> {
   const kubectl = (...args: string[]) =>
     run(binaries.kubectl, [`--kubeconfig=${state.kubeconfigPath}`, ...args], { timeout: 300_000 });
+  // The api's own pod may still be replacing the one deleted before.
+  await kubectl('-n', 'api', 'rollout', 'status', 'deployment/app', `--timeout=${ROLLOUT_TIMEOUT_S}s`);
   const api = (
     await kubectl('-n', 'api', 'get', 'svc', 'app', '-o', 'jsonpath={.spec.clusterIP}:{.spec.ports[0].port}')
   ).stdout;
