@@ -80,7 +80,8 @@ export function cniConfig(dataDir: string): string {
             type: 'host-local',
             dataDir,
             ranges: [[{ subnet: NODE.podSubnet, gateway: NODE.address }]],
-            routes: [{ dst: '0.0.0.0/0' }],
+            // No default route: a pod reaches other pods, the node and Services, never an address off the machine.
+            routes: [{ dst: NODE.serviceSubnet }],
           },
         },
         { type: 'portmap', capabilities: { portMappings: true } },

@@ -305,6 +305,9 @@ async function ensureBridge(): Promise<void> {
     await run('ip', ['addr', 'add', `${NODE.address}/${NODE.podPrefix}`, 'dev', NODE.bridge]);
   }
   await run('ip', ['link', 'set', NODE.bridge, 'up']);
+  // Service addresses stay on the bridge: without this route a request to a Service whose rules kube-proxy has not
+  // written yet would follow the default route off the machine. The route goes with the bridge on 'down'.
+  await run('ip', ['route', 'replace', NODE.serviceSubnet, 'dev', NODE.bridge]);
 }
 
 function token(): string {
