@@ -190,6 +190,12 @@ export async function restartStoreUnderLoad(
   try {
     await kubectl('-n', 'secret-store', 'rollout', 'restart', 'deployment/app');
     await kubectl('-n', 'secret-store', 'rollout', 'status', 'deployment/app', `--timeout=${ROLLOUT_TIMEOUT_S}s`);
+    // The rollout is complete before the old pod has stopped: requests go on until it is gone.
+    await poll(
+      async () =>
+        (await kubectl('-n', 'secret-store', 'get', 'pods', '-o', 'name')).stdout.trim().split('\n').length === 1,
+      ROLLOUT_TIMEOUT_S * 1000,
+    );
   } finally {
     running = false;
     await load;
