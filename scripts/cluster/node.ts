@@ -23,7 +23,12 @@ export interface ClusterState {
   pids: Record<string, number>;
   /** Seconds from the first process started to the node Ready, by step. */
   timings: Record<string, number>;
+  /** The machine's values of the settings the kubelet changes, put back by 'down'. */
+  sysctls?: Record<string, string>;
 }
+
+/** The kernel settings the kubelet sets for the whole machine when it starts (protectKernelDefaults off). */
+const KUBELET_SYSCTLS = ['kernel/panic', 'kernel/panic_on_oops', 'vm/overcommit_memory'];
 
 const COMPONENT_TIMEOUT_MS = 120_000;
 
@@ -173,6 +178,8 @@ export async function startCluster(
     OTEL_TRACES_EXPORTER: 'none',
   });
 
+  state.sysctls = {};
+  for (const key of KUBELET_SYSCTLS) state.sysctls[key] = (await fs.readFile(`/proc/sys/${key}`, 'utf8')).trim();
   await fs.writeFile(join(dir, 'kubelet.json'), kubeletConfig(dir, socket));
   start(
     'kubelet',
@@ -263,6 +270,9 @@ export async function stopCluster(
     throw new Error(`Still mounted, so ${state.dir} is kept:\n${left.join('\n')}`);
   }
   await run('ip', ['link', 'del', NODE.bridge]).catch(() => undefined);
+  for (const [key, value] of Object.entries(state.sysctls ?? {})) {
+    await fs.writeFile(`/proc/sys/${key}`, value).catch(() => undefined);
+  }
   await removeNodeRules(binaries.kubeProxy);
   await fs.rm(state.dir, { recursive: true, force: true });
   onProgress(`stopped the node and removed ${state.dir}`);
