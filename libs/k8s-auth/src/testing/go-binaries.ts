@@ -19,6 +19,8 @@ export interface GoBinary {
   /** The oldest Go that builds it (the `go` line of its `go.mod`). */
   goVersion: string;
   ldflags?: string[];
+  /** Build tags, e.g. to leave out a part that needs cgo. */
+  tags?: string[];
 }
 
 export interface GoBuildOptions {
@@ -188,7 +190,8 @@ async function checkGo(minimum: string, options: GoBuildOptions): Promise<void> 
 async function goBuild(binary: GoBinary, outDir: string, options: GoBuildOptions): Promise<void> {
   const { name, version, moduleDir, packagePath } = binary;
   const ldflags = ['-s', '-w', ...(binary.ldflags ?? [])];
-  const args = ['build', '-trimpath', '-ldflags', ldflags.join(' '), '-o', join(outDir, name), packagePath];
+  const tags = binary.tags?.length ? ['-tags', binary.tags.join(',')] : [];
+  const args = ['build', '-trimpath', ...tags, '-ldflags', ldflags.join(' '), '-o', join(outDir, name), packagePath];
   options.onProgress(`building ${name} ${version} with go (first run only; this takes several minutes)`);
   const started = Date.now();
   const tail: string[] = [];
