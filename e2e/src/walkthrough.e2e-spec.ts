@@ -121,13 +121,13 @@ describe('the walkthrough: api, secret-store and data-store on a real control pl
     const load = (async () => {
       while (!stop) statuses.push((await request(api.url).get('/')).status);
     })();
-    for (let i = 0; i < 8; i++) {
+    // At least 8 rotations and more than 20 requests, however slowly this machine answers them.
+    for (let i = 0; i < 8 || statuses.length <= 20; i++) {
       await env.projector.rotateNow();
       await new Promise((r) => setTimeout(r, 250));
     }
     stop = true;
     await load;
-    expect(statuses.length).toBeGreaterThan(20);
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
   });
 
