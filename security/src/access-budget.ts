@@ -106,7 +106,7 @@ export function describeAccessBudget(ctx: SuiteContext): void {
 
     it(
       `bounds the SubjectAccessReviews in flight: ${BURST} denied names at once on a slow API server get 503 with ` +
-        "Retry-After at once beyond the bound, none allowed; a cached decision stays fast; a new caller's TokenReview is still made",
+        "Retry-After at once beyond the bound, none allowed; a cached decision comes from the cache; a new caller's TokenReview is still made",
       async () => {
         const { env } = ctx;
         const { proxy, store, stop } = await storeBehindProxy();

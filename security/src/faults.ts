@@ -463,7 +463,7 @@ export function describeFaults(ctx: SuiteContext): void {
       }
     });
 
-    it('SIGTERM to the secret store while reviews are in flight: they finish, new connections are refused, it exits in time', async () => {
+    it('SIGTERM to the secret store while reviews are in flight: they finish, new connections are refused, it exits by itself', async () => {
       const { env } = ctx;
       const store = await env.startSecretStore({ kubeconfig: viaProxy });
       const warm = await env.mint(ACCOUNTS.api);
@@ -512,7 +512,7 @@ export function describeFaults(ctx: SuiteContext): void {
       }
     });
 
-    it('SIGTERM to the api while its calls to the secret store are in flight: they finish, new connections are refused, it exits in time', async () => {
+    it('SIGTERM to the api while its calls to the secret store are in flight: they finish, new connections are refused, it exits by itself', async () => {
       const { env } = ctx;
       // A secret store that takes its time, so that the api's requests are in flight when the signal comes.
       let received = 0;

@@ -271,7 +271,7 @@ export function describeReviewBudget(ctx: SuiteContext): void {
       }
     });
 
-    it(`bounds the TokenReviews in flight: ${BURST} new forgeries at once on a slow API server get 503 with Retry-After at once beyond the bound, a cached caller stays fast`, async () => {
+    it(`bounds the TokenReviews in flight: ${BURST} new forgeries at once on a slow API server get 503 with Retry-After at once beyond the bound, a cached caller is answered from the cache`, async () => {
       const { env } = ctx;
       const proxy = new DelayProxy(Number(new URL(env.cp.server).port));
       const slowStore = await env.startSecretStore({
