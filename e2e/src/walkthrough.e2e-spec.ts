@@ -187,16 +187,17 @@ describe('the walkthrough: api, secret-store and data-store on a real control pl
   it('keeps every request working while the kubelet-style projector rotates the token files', async () => {
     let stop = false;
     const statuses: number[] = [];
+    let loading = true;
     const load = (async () => {
       while (!stop) statuses.push((await request(api.url).get('/')).status);
-    })();
-    for (let i = 0; i < 8; i++) {
+    })().finally(() => (loading = false));
+    // At least 8 rotations and more than 20 requests, however slowly this machine answers them.
+    for (let i = 0; loading && (i < 8 || statuses.length <= 20); i++) {
       await env.projector.rotateNow();
       await new Promise((r) => setTimeout(r, 250));
     }
     stop = true;
     await load;
-    expect(statuses.length).toBeGreaterThan(20);
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
   });
 

@@ -2,6 +2,7 @@ import { countApiServerRequests } from '@k8s-auth/nestjs/testing';
 import { settledCount, sleep, type SuiteContext } from './support/context';
 import { DelayProxy } from './support/delay-proxy';
 import { ACCOUNTS, type RunningService } from './support/environment';
+import { logCount, metricValue } from './support/evidence';
 import { answered, call, type HttpOutcome } from './support/http';
 import { sendBounded, unexpected5xx } from './support/load';
 
@@ -17,8 +18,10 @@ const CACHE_TTL_MS = 60_000;
 const ACCESS_REVIEWS_IN_FLIGHT = 64;
 /** Names asked for at once while the API server is slow: more than the bound on reviews in flight. */
 const BURST = 4 * ACCESS_REVIEWS_IN_FLIGHT;
-/** How slow the API server is made for the burst; a 503 that takes half of it did not come at once. */
+/** How slow the API server is made for the burst. */
 const SLOW_API_SERVER_MS = 3_000;
+/** A SubjectAccessReview that timed out, as the store logs it: the one cause of a 503 other than the bound. */
+const ACCESS_REVIEW_TIMED_OUT = /SubjectAccessReview failed: .*timed out after/g;
 /** A guard against a hang only: the runs below are sized by counts, not by time. */
 const SEND_TIMEOUT_MS = 120_000;
 
@@ -103,7 +106,7 @@ export function describeAccessBudget(ctx: SuiteContext): void {
 
     it(
       `bounds the SubjectAccessReviews in flight: ${BURST} denied names at once on a slow API server get 503 with ` +
-        "Retry-After at once beyond the bound, none allowed; a cached decision stays fast; a new caller's TokenReview is still made",
+        "Retry-After at once beyond the bound, none allowed; a cached decision comes from the cache; a new caller's TokenReview is still made",
       async () => {
         const { env } = ctx;
         const { proxy, store, stop } = await storeBehindProxy();
@@ -121,6 +124,9 @@ export function describeAccessBudget(ctx: SuiteContext): void {
           expect([allowedFirst.status, deniedFirst.status]).toEqual([200, 403]);
 
           const reviewsBefore = await tokenReviews();
+          const hits = () =>
+            metricValue(ctx.ledger, store.url, 'k8s_auth_access_cache_lookups_total', ['result', 'hit']);
+          const [hitsBefore, timedOutBefore] = [await hits(), await logCount(store.logFile, ACCESS_REVIEW_TIMED_OUT)];
           proxy.resetPeak();
           proxy.delayMs = SLOW_API_SERVER_MS;
           const [burst, cachedMeanwhile, newcomerMeanwhile] = await Promise.all([
@@ -139,17 +145,21 @@ export function describeAccessBudget(ctx: SuiteContext): void {
           ]);
           proxy.delayMs = 0;
           const newcomerReviews = (await tokenReviews()) - reviewsBefore;
+          const cachedHits = (await hits()) - hitsBefore;
 
           const answered503 = burst.outcomes.filter((o) => o.status === 503);
-          const atOnce = answered503.filter((o) => o.ms < SLOW_API_SERVER_MS / 2);
+          // Each review that timed out is logged; every other 503 came from the bound, without waiting for a review.
+          const timedOut = (await logCount(store.logFile, ACCESS_REVIEW_TIMED_OUT)) - timedOutBefore;
+          const atOnce = Math.max(0, answered503.length - timedOut);
           const accepted = burst.outcomes.filter((o) => o.status >= 200 && o.status < 300).length;
           const bad = unexpected5xx([...burst.outcomes, newcomerMeanwhile]);
-          ctx.figures.access.inFlight = { burst: BURST, atOnce: atOnce.length, accepted, unexpected5xx: bad };
-          const slowest = Math.round(Math.max(0, ...atOnce.map((o) => o.ms)));
+          ctx.figures.access.inFlight = { burst: BURST, atOnce, accepted, unexpected5xx: bad };
+          const slowest = Math.round(Math.max(0, ...answered503.map((o) => o.ms)));
           console.log(
             `access budget/in flight: ${BURST} denied names at once, API server ${SLOW_API_SERVER_MS} ms slow: answers ` +
-              `${JSON.stringify(statuses(burst.outcomes))}; ${atOnce.length} 503 at once (slowest ${slowest} ms); ` +
-              `cached decision meanwhile ${cachedMeanwhile.status} in ${Math.round(cachedMeanwhile.ms)} ms; ` +
+              `${JSON.stringify(statuses(burst.outcomes))}; ${atOnce} 503 from the bound, ${timedOut} reviews ` +
+              `timed out (slowest 503 ${slowest} ms); cached decision meanwhile ${cachedMeanwhile.status} in ` +
+              `${Math.round(cachedMeanwhile.ms)} ms (${cachedHits} cache hits); ` +
               `new caller ${newcomerMeanwhile.status} in ${Math.round(newcomerMeanwhile.ms)} ms, ${newcomerReviews} TokenReviews; ` +
               `at most ${proxy.peakConnections} connections to the API server at once`,
           );
@@ -159,9 +169,10 @@ export function describeAccessBudget(ctx: SuiteContext): void {
           expect(statuses(burst.outcomes.filter((o) => o.status !== 403 && o.status !== 503))).toEqual({});
           expect(answered503.filter((o) => !answered(o) || !o.headers['retry-after']).length).toBe(0);
           // Without a bound every name waits for its review.
-          expect(atOnce.length).toBeGreaterThan(0);
+          expect(atOnce).toBeGreaterThan(0);
           expect(answered(cachedMeanwhile) && cachedMeanwhile.status).toBe(200);
-          expect(cachedMeanwhile.ms).toBeLessThan(SLOW_API_SERVER_MS / 2);
+          // Answered from the cache (the burst's names are all new: their lookups miss), not after a slow review.
+          expect(cachedHits).toBeGreaterThanOrEqual(1);
           // The SubjectAccessReviews held their own bound and their own connections, not the TokenReviews': the new
           // caller's review was made, on a connection beside the ones the bound's reviews held.
           expect(newcomerReviews).toBeGreaterThanOrEqual(1);

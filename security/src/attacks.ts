@@ -220,11 +220,14 @@ const CACHE_TTL_MS = 2_000;
 const NEGATIVE_CACHE_TTL_MS = 1_000;
 /** kube-apiserver caches successful token authentications for about 10 s. */
 const API_SERVER_TOKEN_CACHE_MS = 10_000;
-/** A local+watch store refuses a token this soon after the DELETE of its pod or service account… */
-const WATCH_REVOCATION_MS = 1_000;
-/** …polled this often, and given up on after the bound (the figure still says how late it came). */
+/**
+ * A local+watch store's refusal of a token after the DELETE of its pod or service account is polled this often; how
+ * soon it comes is a figure, not a verdict. The deadline only ends a hung test: it is no bound on speed.
+ */
 const WATCH_POLL_MS = 50;
-const WATCH_POLL_BOUND_MS = 10_000;
+const WATCH_POLL_DEADLINE_MS = 45_000;
+/** Revocation through TokenReview is polled until this deadline: a hang-stopper far past TTL + the API server's cache. */
+const REVOCATION_DEADLINE_MS = 60_000;
 
 /**
  * Attacks: each must be refused (401 or 403) and never reach the handler. Every attack runs against
@@ -426,8 +429,8 @@ export function describeAttacks(ctx: SuiteContext): void {
       const { uid: newUid } = await createServiceAccount(env.cp.kubeConfig, TENANT.rebuilt);
       expect(newUid).not.toBe(rebuiltUid);
 
-      // Accepted answers stay valid for the guard's TTL plus the API server's own token cache.
-      const bound = CACHE_TTL_MS + API_SERVER_TOKEN_CACHE_MS + 5_000;
+      // Accepted answers stay valid for the guard's TTL plus the API server's own token cache (about
+      // CACHE_TTL_MS + API_SERVER_TOKEN_CACHE_MS): how long it took is printed, the deadline only ends a hung test.
       const revokedAfter: Record<string, number> = {};
       await Promise.all(
         Object.entries({ 'deleted pod': podBound, 're-created service account': ofRebuilt }).map(([what, token]) =>
@@ -439,7 +442,7 @@ export function describeAttacks(ctx: SuiteContext): void {
               revokedAfter[what] = Date.now() - deletedAt;
               return res.status;
             },
-            bound,
+            REVOCATION_DEADLINE_MS,
             500,
           ),
         ),
@@ -455,10 +458,13 @@ export function describeAttacks(ctx: SuiteContext): void {
         expect(answered(res) && res.status).toBe(403);
       }
       expect(handlerCalls.tenant).toBe(settled);
-      console.log(`attacks: revoked after ${JSON.stringify(revokedAfter)} ms (guard TTL ${CACHE_TTL_MS} ms)`);
+      console.log(
+        `attacks: revoked after ${JSON.stringify(revokedAfter)} ms (guard TTL ${CACHE_TTL_MS} ms, API server cache ` +
+          `about ${API_SERVER_TOKEN_CACHE_MS} ms)`,
+      );
     });
 
-    it(`refuses, within ${WATCH_REVOCATION_MS} ms of the DELETE and with no TokenReview, in a local+watch store: a token of a deleted pod and one of a service account deleted and re-created under the same name (whose new token passes)`, async () => {
+    it(`refuses, from its watches and with no TokenReview, in a local+watch store: a token of a deleted pod and one of a service account deleted and re-created under the same name (whose new token passes)`, async () => {
       const { env } = ctx;
       const core = env.cp.kubeConfig.makeApiClient(CoreV1Api);
       const reviews = () => countApiServerRequests(env.cp.kubeConfig, 'tokenreviews');
@@ -476,7 +482,7 @@ export function describeAttacks(ctx: SuiteContext): void {
           const ms = performance.now() - started;
           if (answered(res) && res.status === 403) return ms;
           if (res.status !== 200) throw new Error(`a token of the ${what}: answered ${res.status} while polled`);
-          if (ms > WATCH_POLL_BOUND_MS)
+          if (ms > WATCH_POLL_DEADLINE_MS)
             throw new Error(`a token of the ${what}: still accepted after ${Math.round(ms)} ms`);
           await sleep(WATCH_POLL_MS);
         }
@@ -538,8 +544,6 @@ export function describeAttacks(ctx: SuiteContext): void {
             `re-created: new token ${fresh.status}, old ones ${old.map(([, res]) => res.status).join(', ')}; ` +
             `${spent} TokenReviews`,
         );
-        expect(podMs).toBeLessThan(WATCH_REVOCATION_MS);
-        expect(serviceAccountMs).toBeLessThan(WATCH_REVOCATION_MS);
         expect(answered(fresh) && fresh.status).toBe(200);
         expect(old.filter(([, res]) => res.status !== 403).map(([what, res]) => `${what}: ${res.status}`)).toEqual([]);
         expect(spent).toBe(0);

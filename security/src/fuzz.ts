@@ -11,8 +11,11 @@ const WARM_UP = 1_000;
 /** How far above its warmed-up baseline the store may end: near, not equal (caches fill, the allocator keeps some). */
 const HEAP_TOLERANCE = 8 * 2 ** 20;
 const RSS_TOLERANCE = 32 * 2 ** 20;
-/** The whole run must fit in this, or the area fails (a hang is a finding too). */
-const BUDGET_MS = 90_000;
+/**
+ * A hang is a finding too: each request that gets no answer within 20 s fails the area (`unanswered`). The whole
+ * run's time is a figure; its own deadline only ends a hung run, far above what any machine needs.
+ */
+const RUN_DEADLINE_MS = 30 * 60_000;
 
 /** mulberry32: small, fast, and the same sequence for the same seed on every machine. */
 export function prng(seed: number): () => number {
@@ -241,66 +244,69 @@ export function describeFuzz(ctx: SuiteContext): void {
 
     afterAll(() => store?.stop());
 
-    it(`sends ${INPUTS} generated requests: no 5xx, no crash, memory back near its baseline`, async () => {
-      const { env } = ctx;
-      const real = [
-        await env.readToken(env.tokenFiles.api),
-        await env.readToken(env.tokenFiles.dataStore),
-        await env.mint(ACCOUNTS.api, { audiences: [] }),
-      ];
-      const run = async (seed: number, count: number) => {
-        const r = prng(seed);
-        const requests = Array.from({ length: count }, () => generate(r, real));
-        const outcomes: { request: RawRequest; outcome: HttpOutcome }[] = [];
-        let next = 0;
-        await Promise.all(
-          Array.from({ length: CONCURRENCY }, async () => {
-            while (next < requests.length) {
-              const request = requests[next++];
-              outcomes.push({ request, outcome: await rawCall(ctx.ledger, store.port, request, 20_000) });
-            }
-          }),
+    it(
+      `sends ${INPUTS} generated requests: no 5xx, no crash, memory back near its baseline`,
+      async () => {
+        const { env } = ctx;
+        const real = [
+          await env.readToken(env.tokenFiles.api),
+          await env.readToken(env.tokenFiles.dataStore),
+          await env.mint(ACCOUNTS.api, { audiences: [] }),
+        ];
+        const run = async (seed: number, count: number) => {
+          const r = prng(seed);
+          const requests = Array.from({ length: count }, () => generate(r, real));
+          const outcomes: { request: RawRequest; outcome: HttpOutcome }[] = [];
+          let next = 0;
+          await Promise.all(
+            Array.from({ length: CONCURRENCY }, async () => {
+              while (next < requests.length) {
+                const request = requests[next++];
+                outcomes.push({ request, outcome: await rawCall(ctx.ledger, store.port, request, 20_000) });
+              }
+            }),
+          );
+          return outcomes;
+        };
+
+        // Warm up with other inputs, so that the baseline is that of a process that has served such traffic.
+        await run(SEED ^ 0xffff, WARM_UP);
+        const baseline = await memoryOf(store.pid, probeFile);
+        const started = Date.now();
+        const outcomes = await run(SEED, INPUTS);
+        const elapsed = Date.now() - started;
+        const after = await memoryOf(store.pid, probeFile);
+        const health = await call(ctx.ledger, `${store.url}/healthz`);
+
+        const statuses: Record<string, number> = {};
+        for (const { outcome } of outcomes)
+          statuses[outcome.status || 'none'] = (statuses[outcome.status || 'none'] ?? 0) + 1;
+        const fiveXx = outcomes.filter((o) => o.outcome.status >= 500);
+        const unanswered = outcomes.filter((o) => o.outcome.status === 0);
+        ctx.figures.fuzz.inputs += outcomes.length;
+        ctx.figures.fuzz.fiveXx += fiveXx.length;
+        const mb = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+        console.log(
+          `fuzz: seed ${SEED}, ${outcomes.length} inputs in ${elapsed} ms; statuses ${JSON.stringify(statuses)}; ` +
+            `after a warm-up of ${WARM_UP}: RSS ${mb(baseline.rss)} before, ${mb(after.rss)} after; ` +
+            `heap in use after GC ${mb(baseline.heapUsed)} before, ${mb(after.heapUsed)} after`,
         );
-        return outcomes;
-      };
-
-      // Warm up with other inputs, so that the baseline is that of a process that has served such traffic.
-      await run(SEED ^ 0xffff, WARM_UP);
-      const baseline = await memoryOf(store.pid, probeFile);
-      const started = Date.now();
-      const outcomes = await run(SEED, INPUTS);
-      const elapsed = Date.now() - started;
-      const after = await memoryOf(store.pid, probeFile);
-      const health = await call(ctx.ledger, `${store.url}/healthz`);
-
-      const statuses: Record<string, number> = {};
-      for (const { outcome } of outcomes)
-        statuses[outcome.status || 'none'] = (statuses[outcome.status || 'none'] ?? 0) + 1;
-      const fiveXx = outcomes.filter((o) => o.outcome.status >= 500);
-      const unanswered = outcomes.filter((o) => o.outcome.status === 0);
-      ctx.figures.fuzz.inputs += outcomes.length;
-      ctx.figures.fuzz.fiveXx += fiveXx.length;
-      const mb = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
-      console.log(
-        `fuzz: seed ${SEED}, ${outcomes.length} inputs in ${elapsed} ms; statuses ${JSON.stringify(statuses)}; ` +
-          `after a warm-up of ${WARM_UP}: RSS ${mb(baseline.rss)} before, ${mb(after.rss)} after; ` +
-          `heap in use after GC ${mb(baseline.heapUsed)} before, ${mb(after.heapUsed)} after`,
-      );
-      const describeRequest = (q: RawRequest) =>
-        JSON.stringify({
-          method: q.method,
-          path: String(q.path).slice(0, 80),
-          headers: q.headers?.map(([n, v]) => [n, String(v).slice(0, 40)]),
-        });
-      expect(fiveXx.map((o) => `${o.outcome.status} ${describeRequest(o.request)}`)).toEqual([]);
-      expect(
-        unanswered.map((o) => `${'error' in o.outcome ? o.outcome.error : ''} ${describeRequest(o.request)}`),
-      ).toEqual([]);
-      expect(store.process.running).toBe(true);
-      expect(health.status).toBe(200);
-      expect(elapsed).toBeLessThan(BUDGET_MS);
-      expect(after.heapUsed).toBeLessThan(baseline.heapUsed + HEAP_TOLERANCE);
-      expect(after.rss).toBeLessThan(baseline.rss + RSS_TOLERANCE);
-    });
+        const describeRequest = (q: RawRequest) =>
+          JSON.stringify({
+            method: q.method,
+            path: String(q.path).slice(0, 80),
+            headers: q.headers?.map(([n, v]) => [n, String(v).slice(0, 40)]),
+          });
+        expect(fiveXx.map((o) => `${o.outcome.status} ${describeRequest(o.request)}`)).toEqual([]);
+        expect(
+          unanswered.map((o) => `${'error' in o.outcome ? o.outcome.error : ''} ${describeRequest(o.request)}`),
+        ).toEqual([]);
+        expect(store.process.running).toBe(true);
+        expect(health.status).toBe(200);
+        expect(after.heapUsed).toBeLessThan(baseline.heapUsed + HEAP_TOLERANCE);
+        expect(after.rss).toBeLessThan(baseline.rss + RSS_TOLERANCE);
+      },
+      RUN_DEADLINE_MS,
+    );
   });
 }

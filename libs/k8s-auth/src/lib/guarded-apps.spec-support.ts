@@ -45,10 +45,19 @@ export class GuardedApps {
     private readonly logger: LoggerService,
   ) {}
 
-  /** A kubeconfig file with `account`'s own credentials, as a service in the cluster would have them. */
-  async kubeconfigFile(account: ServiceAccountRef): Promise<string> {
-    const path = join(this.dir, `${account.namespace}-${account.name}.kubeconfig`);
-    writeFileSync(path, (await kubeConfigFor(this.cp.kubeConfig, account)).exportConfig());
+  /**
+   * A kubeconfig file with `account`'s own credentials, as a service in the cluster would have them; addressed to
+   * `server` (a proxy in front of the API server) if given.
+   */
+  async kubeconfigFile(account: ServiceAccountRef, server?: string): Promise<string> {
+    const suffix = server ? `-${new URL(server).port}` : '';
+    const path = join(this.dir, `${account.namespace}-${account.name}${suffix}.kubeconfig`);
+    const config = await kubeConfigFor(this.cp.kubeConfig, account);
+    if (server) {
+      const { clusters, users, contexts, currentContext } = config;
+      config.loadFromOptions({ clusters: clusters.map((c) => ({ ...c, server })), users, contexts, currentContext });
+    }
+    writeFileSync(path, config.exportConfig());
     return path;
   }
 

@@ -40,6 +40,8 @@ const portOf = (server: Server) => (server.address() as { port: number }).port;
 describe('drainable', () => {
   it('closes keep-alive connections as soon as the requests in flight are answered', async () => {
     const server = createServer((_req, res) => setTimeout(() => res.end('ok'), 300));
+    // Idle connections kept far longer than the test may run: only drain() lets the close finish in time.
+    server.keepAliveTimeout = 10 * 60_000;
     const { drain } = drainable(server);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const agent = new Agent({ keepAlive: true });
@@ -50,10 +52,10 @@ describe('drainable', () => {
     const closed = new Promise<number>((resolve) => server.close(() => resolve(Date.now() - started)));
 
     expect((await Promise.all(answers)).map((a) => a.connection)).toEqual(['close', 'close', 'close']);
-    // Without drain() the server would wait for Node's 5 s keep-alive timeout.
-    expect(await closed).toBeLessThan(2000);
+    // Closed at all before the test's timeout is the verdict; the time is information.
+    console.log(`drained and closed in ${await closed} ms`);
     agent.destroy();
-  });
+  }, 30_000);
 
   describe('on the services’ Fastify server, as runService closes it (drain, then Nest’s close)', () => {
     @Controller()
@@ -90,8 +92,9 @@ describe('drainable', () => {
 
       expect(await tryConnect(port)).toBe('ECONNREFUSED');
       expect(await Promise.all(answers)).toEqual(Array(3).fill({ status: 200, body: 'ok', connection: 'close' }));
-      expect(await closed).toBeLessThan(2000);
-    });
+      // Fastify keeps idle connections 72 s: closed at all before the test's timeout is the verdict.
+      console.log(`drained and closed in ${await closed} ms`);
+    }, 30_000);
 
     it('without drain() the close waits for the connections of those answers (Fastify keeps them 72 s)', async () => {
       await app.listen(0, '127.0.0.1');

@@ -428,10 +428,11 @@ describe('local verification against a real API server', () => {
       }
     }
 
+    /** Waits for `condition`; the deadline only ends a hung test, it is no bound on speed. */
     async function until(condition: () => Promise<boolean>): Promise<void> {
-      const deadline = Date.now() + 10_000;
+      const deadline = Date.now() + 30_000;
       while (!(await condition())) {
-        if (Date.now() > deadline) throw new Error('RBAC did not change within 10 s');
+        if (Date.now() > deadline) throw new Error('RBAC did not change within 30 s');
         await sleep(100);
       }
     }
@@ -449,20 +450,25 @@ describe('local verification against a real API server', () => {
       const token = await mint(API);
       const metrics = new Registry();
       let app: INestApplication;
-      let bootedAt: number;
+      // Fetches start at most once per interval from the one at start-up: this many, at most, by now. One while the
+      // test runs within the interval; more only if this machine is slow, never one per request.
+      let bootStarted = 0;
+      const mostFetches = () => 1 + Math.floor((Date.now() - bootStarted) / MIN_REFRESH_MS);
       await rbac.deleteClusterRoleBinding({ name: DISCOVERY_BINDING });
       try {
         await until(async () => !(await mayReadDiscovery()));
+        bootStarted = Date.now();
         app = await boot({ verification: 'local', jwksMinRefreshIntervalMs: MIN_REFRESH_MS, metrics });
-        bootedAt = Date.now();
         for (let i = 0; i < 20; i++) {
           const answer = await get(app, token).expect(503);
           expect(answer.headers['retry-after']).toBe('5');
           expect(answer.body.message).toBe('authentication is unavailable, retry later');
         }
-        expect(Date.now() - bootedAt).toBeLessThan(MIN_REFRESH_MS);
-        // The fetch at start-up only: while no keys are held, requests do not fetch again within the interval.
-        expect(await keyFetches(metrics)).toEqual({ success: 0, error: 1 });
+        const failed = await keyFetches(metrics);
+        console.log(`no discovery: 20 requests, ${failed.error} failed key fetches in ${Date.now() - bootStarted} ms`);
+        expect(failed.success).toBe(0);
+        expect(failed.error).toBeGreaterThanOrEqual(1);
+        expect(failed.error).toBeLessThanOrEqual(mostFetches());
       } finally {
         // Other tests need it; the API server would recreate it only at its next start.
         const { name, labels, annotations } = binding.metadata ?? {};
@@ -471,11 +477,16 @@ describe('local verification against a real API server', () => {
         });
       }
 
-      // Granted again: the first request after the interval fetches the keys, and is let through.
+      // Granted again: once the interval since the last attempt is over, a request fetches the keys, and is let
+      // through; until then, requests are answered 503 without a fetch.
       await until(mayReadDiscovery);
-      await sleep(bootedAt + MIN_REFRESH_MS - Date.now());
-      await get(app, token).expect(200);
-      expect(await keyFetches(metrics)).toEqual({ success: 1, error: 1 });
-    });
+      await sleep(bootStarted + MIN_REFRESH_MS - Date.now());
+      for (const deadline = Date.now() + 30_000; (await get(app, token)).status !== 200; await sleep(500)) {
+        if (Date.now() > deadline) throw new Error('the keys were not fetched 30 s past the interval');
+      }
+      const fetched = await keyFetches(metrics);
+      expect(fetched.success).toBe(1);
+      expect(fetched.success + fetched.error).toBeLessThanOrEqual(mostFetches());
+    }, 120_000);
   });
 });
