@@ -8,7 +8,7 @@ import { attachServiceAccountToken, K8sAuthModule, TokenSources } from '@k8s-aut
 import { countApiServerRequests, createPod, deletePod } from '@k8s-auth/nestjs/testing';
 import { eventually, sleep, type SuiteContext } from './support/context';
 import { DelayProxy } from './support/delay-proxy';
-import { ACCOUNTS, type RunningService } from './support/environment';
+import { ACCOUNTS, LASTING_TOKEN_CACHE, type RunningService } from './support/environment';
 import { answered, call, canConnect, type HttpOutcome } from './support/http';
 import { Load, unexpected5xx } from './support/load';
 
@@ -371,7 +371,12 @@ export function describeFaults(ctx: SuiteContext): void {
         modes.map(async (mode) => {
           const proxy = new DelayProxy(Number(new URL(env.cp.server).port));
           const via = await env.kubeconfigVia('secretStore', `https://127.0.0.1:${await proxy.start()}`);
-          const store = await env.startSecretStore({ kubeconfig: via, env: { VERIFICATION: mode } });
+          // A token accepted before a fault stays cached until its cell is checked, however long the stores before it
+          // took; local+watch keeps its default staleness bound, which its cells are about.
+          const store = await env.startSecretStore({
+            kubeconfig: via,
+            env: { VERIFICATION: mode, ...LASTING_TOKEN_CACHE },
+          });
           return { mode, proxy, store };
         }),
       );

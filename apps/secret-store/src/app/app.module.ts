@@ -17,6 +17,8 @@ export class AppModule {
           audiences: config.mode === 'legacy' ? API_SERVER_AUDIENCE : [config.audience],
           verification: config.verification,
           ...(config.maxCacheEntries === undefined ? {} : { maxCacheEntries: config.maxCacheEntries }),
+          ...(config.cacheTtlMs === undefined ? {} : { cacheTtlMs: config.cacheTtlMs }),
+          ...(config.watchStalenessMs === undefined ? {} : { watchStalenessMs: config.watchStalenessMs }),
           // The seed sends X-Client-Id; a request may use one of the two, never both.
           tokenHeaders: ['authorization', 'x-client-id'],
         }),

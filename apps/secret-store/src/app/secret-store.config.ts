@@ -16,6 +16,16 @@ export interface SecretStoreConfig {
    * SubjectAccessReviews. @default the library's (`maxCacheEntries`)
    */
   maxCacheEntries?: number;
+  /**
+   * How long an accepted token is served from the cache (`CACHE_TTL_SECONDS`, whole seconds; 0 turns that cache off),
+   * never past the token's `exp`. @default the library's (`cacheTtlMs`, 60 s)
+   */
+  cacheTtlMs?: number;
+  /**
+   * `local+watch` only (`WATCH_STALENESS_MS`): how long its watches count as fresh without a sign of life; past it,
+   * every token goes to TokenReview. @default the library's (`watchStalenessMs`, 2 s)
+   */
+  watchStalenessMs?: number;
 }
 
 export function readSecretStoreConfig(env: NodeJS.ProcessEnv = process.env): SecretStoreConfig {
@@ -35,6 +45,8 @@ export function readSecretStoreConfig(env: NodeJS.ProcessEnv = process.env): Sec
     audience: env['AUDIENCE'] ?? 'secret-store',
     verification,
     maxCacheEntries: readCount(env, 'CACHE_MAX_ENTRIES'),
+    cacheTtlMs: scaled(readCount(env, 'CACHE_TTL_SECONDS'), 1000),
+    watchStalenessMs: readPositive(env, 'WATCH_STALENESS_MS'),
   };
 }
 
@@ -48,4 +60,18 @@ function readCount(env: NodeJS.ProcessEnv, name: string): number | undefined {
   if (text === undefined || text === '') return undefined;
   if (!/^\d{1,9}$/.test(text)) throw new Error(`${name} must be a non-negative integer, not '${text}'`);
   return Number(text);
+}
+
+/** A positive integer from `env[name]`, or undefined when it is not set. */
+function readPositive(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const text = env[name];
+  if (text === undefined || text === '') return undefined;
+  // Nine digits at most: below Node's timer limit (2^31 - 1 ms), which the library checks under its own names.
+  if (!/^\d{1,9}$/.test(text) || Number(text) === 0)
+    throw new Error(`${name} must be a positive integer, not '${text}'`);
+  return Number(text);
+}
+
+function scaled(value: number | undefined, factor: number): number | undefined {
+  return value === undefined ? undefined : value * factor;
 }
