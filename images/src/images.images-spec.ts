@@ -10,7 +10,7 @@ import { mkdtempSync, promises as fs, readFileSync, readlinkSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { ApiServerRelay } from './support/api-server-relay';
+import { ApiServerProxy } from '@k8s-auth/internal/testing';
 import { type ProjectedVolume, projectVolumes, projectorFor } from './support/cluster';
 import { containerLog, DOCKER, docker, dockerLogged, imageSize } from './support/docker';
 import { get, type LoadCounts, type Outcome, steadyLoad } from './support/http';
@@ -54,7 +54,7 @@ describe('the images, run as the manifests run them', () => {
   const buildArgs: string[] = [];
   let baseImage = '';
   let cp: ControlPlane | undefined;
-  let relay: ApiServerRelay | undefined;
+  let relay: ApiServerProxy | undefined;
   let network = '';
   let gateway = '';
 
@@ -101,7 +101,11 @@ describe('the images, run as the manifests run them', () => {
     await createClusterObjects(cp.kubeConfig, join(ROOT, 'k8s', 'base'));
     network = await docker('network', 'create', `k8s-auth-images-${process.pid}`);
     gateway = await docker('network', 'inspect', '--format', '{{range .IPAM.Config}}{{.Gateway}}{{end}}', network);
-    relay = await ApiServerRelay.start(gateway, { host: '127.0.0.1', port: Number(new URL(cp.server).port) });
+    relay = new ApiServerProxy({
+      listenHost: gateway,
+      target: { host: '127.0.0.1', port: Number(new URL(cp.server).port) },
+    });
+    await relay.start();
 
     // The store first: the others call it by its Service's name.
     for (const namespace of ['secret-store', 'api', 'data-store']) {
@@ -121,7 +125,7 @@ describe('the images, run as the manifests run them', () => {
       await fs.rm(join(dir, r.plan.namespace), { recursive: true, force: true });
     }
     if (network) await docker('network', 'rm', network).catch(() => undefined);
-    await relay?.close();
+    await relay?.stop();
     await cp?.stop();
     if (figures.buildSeconds !== undefined) {
       const walkthrough = figures.walkthrough.length ? figures.walkthrough.join(', ') : 'not reached';

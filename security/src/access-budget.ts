@@ -1,6 +1,6 @@
+import { ApiServerProxy } from '@k8s-auth/internal/testing';
 import { countApiServerRequests } from '@k8s-auth/nestjs/testing';
 import { settledCount, sleep, type SuiteContext } from './support/context';
-import { DelayProxy } from './support/delay-proxy';
 import { ACCOUNTS, LASTING_TOKEN_CACHE, type RunningService } from './support/environment';
 import { logCount, metricValue } from './support/evidence';
 import { answered, call, type HttpOutcome } from './support/http';
@@ -42,8 +42,10 @@ export function describeAccessBudget(ctx: SuiteContext): void {
 
     /** A store whose calls to the API server go through a proxy of its own. */
     async function storeBehindProxy(env: Record<string, string> = {}) {
-      const proxy = new DelayProxy(Number(new URL(ctx.env.cp.server).port));
-      const kubeconfig = await ctx.env.kubeconfigVia('secretStore', `https://127.0.0.1:${await proxy.start()}`);
+      const proxy = new ApiServerProxy({
+        target: { host: '127.0.0.1', port: Number(new URL(ctx.env.cp.server).port) },
+      });
+      const kubeconfig = await ctx.env.kubeconfigVia('secretStore', await proxy.start());
       let store: RunningService;
       try {
         store = await ctx.env.startSecretStore({ kubeconfig, env });

@@ -6,8 +6,8 @@ import { Agent, createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { attachServiceAccountToken, K8sAuthModule, TokenSources } from '@k8s-auth/nestjs';
 import { countApiServerRequests, createPod, deletePod } from '@k8s-auth/nestjs/testing';
+import { ApiServerProxy } from '@k8s-auth/internal/testing';
 import { eventually, sleep, type SuiteContext } from './support/context';
-import { DelayProxy } from './support/delay-proxy';
 import { ACCOUNTS, LASTING_TOKEN_CACHE, type RunningService } from './support/environment';
 import { answered, call, canConnect, type HttpOutcome } from './support/http';
 import { Load, unexpected5xx } from './support/load';
@@ -49,7 +49,7 @@ const FAILURE_SEMANTICS: Record<Mode, { cached: number; fresh: number }> = {
 export function describeFaults(ctx: SuiteContext): void {
   describe('faults', () => {
     let api: RunningService;
-    let proxy: DelayProxy;
+    let proxy: ApiServerProxy;
     let viaProxy: string;
     const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
@@ -68,8 +68,8 @@ export function describeFaults(ctx: SuiteContext): void {
 
     beforeAll(async () => {
       api = await ctx.env.startApi(ctx.store.url);
-      proxy = new DelayProxy(Number(new URL(ctx.env.cp.server).port));
-      viaProxy = await ctx.env.kubeconfigVia('secretStore', `https://127.0.0.1:${await proxy.start()}`);
+      proxy = new ApiServerProxy({ target: { host: '127.0.0.1', port: Number(new URL(ctx.env.cp.server).port) } });
+      viaProxy = await ctx.env.kubeconfigVia('secretStore', await proxy.start());
     });
 
     afterAll(async () => {
@@ -270,8 +270,10 @@ export function describeFaults(ctx: SuiteContext): void {
 
     it(`silent partition between a local+watch store on default options and the API server: no deleted pod's token accepted more than ${PARTITION_BOUND_MS} ms after its DELETE, whether accepted before or never seen; after it heals, they stay refused and a live pod gets in`, async () => {
       const { env } = ctx;
-      const partition = new DelayProxy(Number(new URL(env.cp.server).port));
-      const via = await env.kubeconfigVia('secretStore', `https://127.0.0.1:${await partition.start()}`);
+      const partition = new ApiServerProxy({
+        target: { host: '127.0.0.1', port: Number(new URL(env.cp.server).port) },
+      });
+      const via = await env.kubeconfigVia('secretStore', await partition.start());
       const store = await env.startSecretStore({ kubeconfig: via, env: { VERIFICATION: 'local+watch' } });
       const send = (token: string) => call(ctx.ledger, store.url, { headers: bearer(token) });
       const podToken = async (name: string) => {
@@ -369,8 +371,10 @@ export function describeFaults(ctx: SuiteContext): void {
       const modes = Object.keys(FAILURE_SEMANTICS) as Mode[];
       const targets = await Promise.all(
         modes.map(async (mode) => {
-          const proxy = new DelayProxy(Number(new URL(env.cp.server).port));
-          const via = await env.kubeconfigVia('secretStore', `https://127.0.0.1:${await proxy.start()}`);
+          const proxy = new ApiServerProxy({
+            target: { host: '127.0.0.1', port: Number(new URL(env.cp.server).port) },
+          });
+          const via = await env.kubeconfigVia('secretStore', await proxy.start());
           // A token accepted before a fault stays cached until its cell is checked, however long the stores before it
           // took; local+watch keeps its default staleness bound, which its cells are about.
           const store = await env.startSecretStore({
@@ -384,7 +388,7 @@ export function describeFaults(ctx: SuiteContext): void {
       const reviews = () => countApiServerRequests(env.cp.kubeConfig, 'tokenreviews');
       const faults: Record<
         Fault,
-        { apply(p: DelayProxy): Promise<void> | void; heal(p: DelayProxy): Promise<void> | void }
+        { apply(p: ApiServerProxy): Promise<void> | void; heal(p: ApiServerProxy): Promise<void> | void }
       > = {
         down: { apply: (p) => p.down(), heal: (p) => p.up() },
         slow: { apply: (p) => void (p.delayMs = REVIEW_TIMEOUT_MS + 3_000), heal: (p) => void (p.delayMs = 0) },

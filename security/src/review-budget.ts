@@ -1,9 +1,9 @@
 import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { Agent } from 'node:http';
+import { ApiServerProxy } from '@k8s-auth/internal/testing';
 import { countApiServerRequests } from '@k8s-auth/nestjs/testing';
 import { settledCount, sleep, type SuiteContext } from './support/context';
-import { DelayProxy } from './support/delay-proxy';
 import { ACCOUNTS, LASTING_TOKEN_CACHE, type RunningService } from './support/environment';
 import { decodeJwt, nonCanonicalSpelling, retimedClaims, signRs256, withEditedPayload } from './support/forge';
 import { logCount, metricValue } from './support/evidence';
@@ -273,9 +273,9 @@ export function describeReviewBudget(ctx: SuiteContext): void {
 
     it(`bounds the TokenReviews in flight: ${BURST} new forgeries at once on a slow API server get 503 with Retry-After at once beyond the bound, a cached caller is answered from the cache`, async () => {
       const { env } = ctx;
-      const proxy = new DelayProxy(Number(new URL(env.cp.server).port));
+      const proxy = new ApiServerProxy({ target: { host: '127.0.0.1', port: Number(new URL(env.cp.server).port) } });
       const slowStore = await env.startSecretStore({
-        kubeconfig: await env.kubeconfigVia('secretStore', `https://127.0.0.1:${await proxy.start()}`),
+        kubeconfig: await env.kubeconfigVia('secretStore', await proxy.start()),
       });
       try {
         const cached = await env.mint(ACCOUNTS.api);

@@ -7,3 +7,5 @@ export { ensureGoBinaries, goBuildKey, readGoMod } from './go-binaries';
 export type { GoBinary, GoBuildOptions } from './go-binaries';
 export { ManagedProcess } from './managed-process';
 export type { ManagedProcessOptions } from './managed-process';
+export { ApiServerProxy } from './api-server-proxy';
+export type { ApiServerProxyOptions } from './api-server-proxy';

@@ -27,7 +27,7 @@ import {
 } from '../../testing';
 import { Registry } from 'prom-client';
 import { API, DATA_STORE, GuardedApps, mintToken, REVIEWER, sleep } from '../guarded-apps.spec-support';
-import { HoldingProxy } from '../holding-proxy.spec-support';
+import { ApiServerProxy } from '../../testing/api-server-proxy';
 
 const API_ELSEWHERE: ServiceAccountRef = { namespace: 'elsewhere', name: 'api' };
 const UNBOUND_REVIEWER: ServiceAccountRef = { namespace: 'secret-store', name: 'no-delegation' };
@@ -445,7 +445,7 @@ describe('ServiceAccountGuard against a real API server', () => {
     // The API server sees the review only once all 100 requests have missed the cache and wait on it, and the answer
     // is kept far longer than the test runs: one review, however slow the machine, and one per request without
     // the sharing of reviews under way.
-    const proxy = new HoldingProxy(Number(new URL(cp.server).port));
+    const proxy = new ApiServerProxy({ target: { host: '127.0.0.1', port: Number(new URL(cp.server).port) } });
     const metrics = new Registry();
     try {
       const held = await boot({
@@ -456,7 +456,7 @@ describe('ServiceAccountGuard against a real API server', () => {
       });
       const fresh = await token(API);
       const before = await countApiServerRequests(cp.kubeConfig, 'tokenreviews');
-      proxy.hold();
+      void proxy.hold();
       const server = held.getHttpServer();
       const statuses = Promise.all(
         Array.from({ length: 100 }, () =>
