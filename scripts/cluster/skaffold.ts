@@ -86,7 +86,7 @@ export async function baseImages(docker: string): Promise<{ BASE_IMAGE: string; 
 
 /**
  * `skaffold run` of skaffold.yaml with the given profiles onto the node: images built by Docker from the Dockerfile,
- * pushed to the node's registry, where its containerd pulls them; skaffold's kubectl (the node's, first on PATH)
+ * pushed to the node's registry (skaffold pushes for any kube-context but a known local one, such as minikube's), where its containerd pulls them; skaffold's kubectl (the node's, first on PATH)
  * applies the rendered overlay and skaffold waits until the Deployments are available. Its output goes to stderr.
  */
 export async function skaffoldRun(
@@ -101,7 +101,6 @@ export async function skaffoldRun(
     `--profile=${profiles.join(',')}`,
     `--kubeconfig=${state.kubeconfigPath}`,
     `--default-repo=${REGISTRY}`,
-    '--push',
     '--interactive=false',
     '--update-check=false',
     '--status-check=true',

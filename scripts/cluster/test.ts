@@ -27,6 +27,8 @@ export async function testCluster(stateFile: string, say: (line: string) => void
     say(`${ok ? 'passed' : 'FAILED'}: ${name}`);
   };
   const figures: string[] = [];
+  // The summary comes after 'down', so that it is the last line of the output.
+  let failed = 0;
   try {
     const state = await startCluster(binaries, say, write);
     figures.push(`node Ready in ${state.timings['node Ready']} s, DNS in ${state.timings['DNS Ready']} s`);
@@ -54,18 +56,17 @@ export async function testCluster(stateFile: string, say: (line: string) => void
       const restart = await restartStoreUnderLoad(binaries, state);
       figures.push(`store restart ${restart.seconds} s, ${restart.failed} of ${restart.requests} requests failed`);
     }
-    const passed = checks.filter(([, ok]) => ok).length;
-    process.stdout.write(`cluster: ${passed} passed, ${checks.length - passed} failed; ${figures.join('; ')}\n`);
-    return passed === checks.length ? 0 : 1;
   } catch (err) {
-    const passed = checks.filter(([, ok]) => ok).length;
     say(`FAILED: ${err instanceof Error ? err.message : String(err)}`);
-    process.stdout.write(`cluster: ${passed} passed, ${checks.length - passed + 1} failed; ${figures.join('; ')}\n`);
-    return 1;
+    failed++;
   } finally {
     if (existsSync(stateFile)) {
       await stopCluster(JSON.parse(await fs.readFile(stateFile, 'utf8')) as ClusterState, binaries, say);
     }
     await fs.rm(stateFile, { force: true });
   }
+  const passed = checks.filter(([, ok]) => ok).length;
+  failed += checks.length - passed;
+  process.stdout.write(`cluster: ${passed} passed, ${failed} failed; ${figures.join('; ')}\n`);
+  return failed === 0 ? 0 : 1;
 }
