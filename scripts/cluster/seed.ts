@@ -254,3 +254,44 @@ export async function restartStoreUnderLoad(
   }
   return { seconds: Math.round((Date.now() - started) / 100) / 10, requests, failed };
 }
+
+/**
+ * The store switched to `VERIFICATION=local+watch`, then the api pod deleted: returns the seconds until the store
+ * itself (not TokenReview) refuses the token the kubelet had projected for that pod.
+ */
+export async function deleteApiPodUntilStoreRefuses(binaries: ClusterBinaries, state: ClusterState): Promise<number> {
+  const kubectl = kubectlOn(binaries, state);
+  const rolledOut = (ns: string) =>
+    kubectl('-n', ns, 'rollout', 'status', 'deployment/app', `--timeout=${ROLLOUT_TIMEOUT_S}s`);
+  await kubectl('-n', 'secret-store', 'set', 'env', 'deployment/app', 'VERIFICATION=local+watch');
+  await rolledOut('secret-store');
+  await rolledOut('api');
+  const url = `http://${(await kubectl('-n', 'secret-store', 'get', 'svc', 'app', '-o', 'jsonpath={.spec.clusterIP}:{.spec.ports[0].port}')).stdout}/`;
+  const { name, tokenFile } = await apiPodToken(binaries, state);
+  const token = (await fs.readFile(tokenFile, 'utf8')).trim();
+  const status = async () => {
+    const response = await fetch(url, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(5000),
+    });
+    await response.arrayBuffer();
+    return response.status;
+  };
+  // Until only the new store pod answers (the old one, still in the Service for a moment, verifies otherwise).
+  const settled = await poll(async () => {
+    const pods = (await kubectl('-n', 'secret-store', 'get', 'pods', '-o', 'name')).stdout.trim().split('\n');
+    return pods.length === 1 && (await status()) === 200;
+  }, ROLLOUT_TIMEOUT_S * 1000);
+  if (!settled) throw new Error("The store under local+watch did not accept the api pod's token");
+  const started = Date.now();
+  await kubectl('-n', 'api', 'delete', 'pod', name, '--wait=false');
+  if (!(await poll(async () => (await status()) === 401, 120_000, 200))) {
+    throw new Error("The store under local+watch still accepted the deleted api pod's token after 120 s");
+  }
+  const seconds = Math.round((Date.now() - started) / 100) / 10;
+  // Back to the manifests' verification: an apply keeps a variable that 'set env' added.
+  await kubectl('-n', 'secret-store', 'set', 'env', 'deployment/app', 'VERIFICATION-');
+  await rolledOut('secret-store');
+  await rolledOut('api');
+  return seconds;
+}

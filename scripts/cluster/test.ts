@@ -1,7 +1,13 @@
 import { existsSync, promises as fs, writeFileSync } from 'node:fs';
 import { ensureClusterBinaries } from './binaries';
 import { type ClusterState, startCluster, stopCluster } from './node';
-import { apiTokenReadableBy, deleteApiPodUntilTokenRefused, restartStoreUnderLoad, walkthrough } from './seed';
+import {
+  apiTokenReadableBy,
+  deleteApiPodUntilStoreRefuses,
+  deleteApiPodUntilTokenRefused,
+  restartStoreUnderLoad,
+  walkthrough,
+} from './seed';
 import { baseImages, ensureSkaffold, skaffoldRun } from './skaffold';
 import { smokeTest } from './smoke';
 
@@ -55,6 +61,9 @@ export async function testCluster(stateFile: string, say: (line: string) => void
       figures.push(`token refused ${revoked} s after the pod's deletion`);
       const restart = await restartStoreUnderLoad(binaries, state);
       figures.push(`store restart ${restart.seconds} s, ${restart.failed} of ${restart.requests} requests failed`);
+      const watched = await deleteApiPodUntilStoreRefuses(binaries, state);
+      check("projected: the deleted api pod's token refused by the store under local+watch", true);
+      figures.push(`local+watch: refused ${watched} s after the pod's deletion`);
     }
   } catch (err) {
     say(`FAILED: ${err instanceof Error ? err.message : String(err)}`);
