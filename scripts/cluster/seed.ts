@@ -257,9 +257,12 @@ export async function restartStoreUnderLoad(
 
 /**
  * The store switched to `VERIFICATION=local+watch`, then the api pod deleted: returns the seconds until the store
- * itself (not TokenReview) refuses the token the kubelet had projected for that pod.
+ * itself (not TokenReview) refuses the token the kubelet had projected for that pod, and its answer then.
  */
-export async function deleteApiPodUntilStoreRefuses(binaries: ClusterBinaries, state: ClusterState): Promise<number> {
+export async function deleteApiPodUntilStoreRefuses(
+  binaries: ClusterBinaries,
+  state: ClusterState,
+): Promise<{ seconds: number; status: number }> {
   const kubectl = kubectlOn(binaries, state);
   const rolledOut = (ns: string) =>
     kubectl('-n', ns, 'rollout', 'status', 'deployment/app', `--timeout=${ROLLOUT_TIMEOUT_S}s`);
@@ -285,7 +288,12 @@ export async function deleteApiPodUntilStoreRefuses(binaries: ClusterBinaries, s
   if (!settled) throw new Error("The store under local+watch did not accept the api pod's token");
   const started = Date.now();
   await kubectl('-n', 'api', 'delete', 'pod', name, '--wait=false');
-  if (!(await poll(async () => (await status()) === 401, 120_000, 200))) {
+  let refusal = 0;
+  const refused = async () => {
+    refusal = await status();
+    return refusal !== 200;
+  };
+  if (!(await poll(refused, 120_000, 200))) {
     throw new Error("The store under local+watch still accepted the deleted api pod's token after 120 s");
   }
   const seconds = Math.round((Date.now() - started) / 100) / 10;
@@ -293,5 +301,5 @@ export async function deleteApiPodUntilStoreRefuses(binaries: ClusterBinaries, s
   await kubectl('-n', 'secret-store', 'set', 'env', 'deployment/app', 'VERIFICATION-');
   await rolledOut('secret-store');
   await rolledOut('api');
-  return seconds;
+  return { seconds, status: refusal };
 }

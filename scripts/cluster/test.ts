@@ -63,7 +63,7 @@ export async function testCluster(stateFile: string, say: (line: string) => void
       figures.push(`store restart ${restart.seconds} s, ${restart.failed} of ${restart.requests} requests failed`);
       const watched = await deleteApiPodUntilStoreRefuses(binaries, state);
       check("projected: the deleted api pod's token refused by the store under local+watch", true);
-      figures.push(`local+watch: refused ${watched} s after the pod's deletion`);
+      figures.push(`local+watch: ${watched.status} ${watched.seconds} s after the pod's deletion`);
     }
   } catch (err) {
     say(`FAILED: ${err instanceof Error ? err.message : String(err)}`);
