@@ -129,6 +129,14 @@ export async function walkthrough(binaries: ClusterBinaries, state: ClusterState
   const kubectl = kubectlOn(binaries, state);
   const serviceUrl = async (ns: string) =>
     `http://${(await kubectl('-n', ns, 'get', 'svc', 'app', '-o', 'jsonpath={.spec.clusterIP}:{.spec.ports[0].port}')).stdout}/`;
+  // A rollout is complete while the pods it replaced still terminate and may answer (with the previous settings).
+  for (const ns of ['secret-store', 'api', 'data-store']) {
+    const alone = await poll(
+      async () => (await kubectl('-n', ns, 'get', 'pods', '-o', 'name')).stdout.trim().split('\n').length === 1,
+      ROLLOUT_TIMEOUT_S * 1000,
+    );
+    if (!alone) throw new Error(`The previous pods in ${ns} did not stop within ${ROLLOUT_TIMEOUT_S} s`);
+  }
   const answers: Record<string, number> = {};
   for (const [label, ns] of [
     ['api -> store', 'api'],
