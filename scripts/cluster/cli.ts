@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { defaultCacheDirectory } from '@k8s-auth/nestjs/testing';
 import { ensureClusterBinaries } from './binaries';
 import { type ClusterState, startCluster, stopCluster } from './node';
-import { deploySeed, restartStoreUnderLoad } from './seed';
+import { deploySeed } from './seed';
+import { testCluster } from './test';
 import { smokeTest } from './smoke';
 
 const USAGE = `Usage: npm run cluster -- <up|down|smoke|build>
@@ -14,9 +15,9 @@ const USAGE = `Usage: npm run cluster -- <up|down|smoke|build>
   seed [projected|legacy]
          deploy the seed's overlay with app images made here, run the walkthrough, delete the api pod
   down   stop what 'up' started, by pid, and remove its files
-  test   up, smoke, seed, the store restarted under load, down; its last line sums it up`;
+  test   up, smoke, 'skaffold run' of both profiles (images from the Dockerfile, pushed to the node's registry),
+         the walkthrough, the api's token, the store restarted under load, down; its last line sums it up`;
 
-const EXPECTED_ANSWERS = { 'api -> store': 200, 'data-store -> store': 403, 'no token -> store': 401 };
 const STATE_FILE = join(defaultCacheDirectory(), 'cluster.json');
 const say = (line: string) => process.stderr.write(`[cluster] ${line}\n`);
 
@@ -75,33 +76,7 @@ async function main(command: string | undefined): Promise<number> {
         say(`A node is recorded in ${STATE_FILE}: run 'npm run cluster -- down' first.`);
         return 1;
       }
-      const binaries = await ensureClusterBinaries(say);
-      const write = (state: ClusterState) => writeFileSync(STATE_FILE, JSON.stringify(state, null, 2));
-      let state: ClusterState | undefined;
-      const checks: Array<[string, boolean]> = [];
-      try {
-        state = await startCluster(binaries, say, write);
-        await smokeTest(binaries, state, say);
-        checks.push(['smoke', true]);
-        const seed = await deploySeed(binaries, state, 'projected', say);
-        const walkthrough = JSON.stringify(seed.answers) === JSON.stringify(EXPECTED_ANSWERS);
-        checks.push(['walkthrough', walkthrough]);
-        const restart = await restartStoreUnderLoad(binaries, state);
-        checks.push(['store restarted without a failed request', restart.failed === 0]);
-        for (const [name, ok] of checks) say(`${ok ? 'passed' : 'FAILED'}: ${name}`);
-        const passed = checks.filter(([, ok]) => ok).length;
-        process.stdout.write(
-          `node Ready in ${state.timings['node Ready']} s, DNS in ${state.timings['DNS Ready']} s; ` +
-            `seed ${JSON.stringify(seed.seconds)}; walkthrough ${JSON.stringify(seed.answers)}; ` +
-            `store restart ${restart.seconds} s, ${restart.failed} of ${restart.requests} requests failed\n` +
-            `cluster: ${passed} passed, ${checks.length - passed} failed\n`,
-        );
-        return passed === checks.length ? 0 : 1;
-      } finally {
-        const recorded = await readState();
-        if (recorded) await stopCluster(recorded, binaries, say);
-        await fs.rm(STATE_FILE, { force: true });
-      }
+      return testCluster(STATE_FILE, say);
     }
     case 'down': {
       const state = await readState();

@@ -110,8 +110,33 @@ export async function deploySeed(
     }
   });
 
+  const answers = await walkthrough(binaries, state);
+  onProgress(`walkthrough: ${JSON.stringify(answers)}`);
+  // The legacy profile's callers send a token of another kind; its revocation is not measured here yet.
+  if (profile === 'projected') {
+    seconds['api pod deleted until its token is refused'] = await deleteApiPodUntilTokenRefused(binaries, state);
+  }
+  return { seconds, answers };
+}
+
+const kubectlOn =
+  (binaries: ClusterBinaries, state: ClusterState) =>
+  (...args: string[]) =>
+    run(binaries.kubectl, [`--kubeconfig=${state.kubeconfigPath}`, ...args], { timeout: 300_000, maxBuffer: 16 << 20 });
+
+/** The walkthrough through the Services: api -> store, data-store -> store, and a call with no token. */
+export async function walkthrough(binaries: ClusterBinaries, state: ClusterState): Promise<Record<string, number>> {
+  const kubectl = kubectlOn(binaries, state);
   const serviceUrl = async (ns: string) =>
     `http://${(await kubectl('-n', ns, 'get', 'svc', 'app', '-o', 'jsonpath={.spec.clusterIP}:{.spec.ports[0].port}')).stdout}/`;
+  // A rollout is complete while the pods it replaced still terminate and may answer (with the previous settings).
+  for (const ns of ['secret-store', 'api', 'data-store']) {
+    const alone = await poll(
+      async () => (await kubectl('-n', ns, 'get', 'pods', '-o', 'name')).stdout.trim().split('\n').length === 1,
+      ROLLOUT_TIMEOUT_S * 1000,
+    );
+    if (!alone) throw new Error(`The previous pods in ${ns} did not stop within ${ROLLOUT_TIMEOUT_S} s`);
+  }
   const answers: Record<string, number> = {};
   for (const [label, ns] of [
     ['api -> store', 'api'],
@@ -119,27 +144,63 @@ export async function deploySeed(
     ['no token -> store', 'secret-store'],
   ]) {
     const url = await serviceUrl(ns);
-    // kube-proxy programs a new Service's rules a moment after its pods are ready.
+    // kube-proxy programs a Service's rules a moment after its pods are ready: until the store's are, the api
+    // answers 502 (store unreachable) and is asked again.
     const answered = await poll(async () => {
       const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
       await response.arrayBuffer();
       answers[label] = response.status;
-      return true;
+      return response.status !== 502;
     }, 30_000);
-    if (!answered) throw new Error(`${url} (${label}) did not answer within 30 s`);
+    if (!answered && !answers[label]) throw new Error(`${url} (${label}) did not answer within 30 s`);
   }
-  onProgress(`walkthrough: ${JSON.stringify(answers)}`);
+  return answers;
+}
 
-  // The legacy profile's callers send a token of another kind; its revocation is not measured here yet.
-  if (profile !== 'projected') return { seconds, answers };
-  // The api pod's token for the store, as the kubelet projected it, reviewed before and after the pod's deletion.
-  const pod = JSON.parse((await kubectl('-n', 'api', 'get', 'pods', '-l', 'app=api', '-o', 'json')).stdout).items[0];
+/** The api pod and the host path of the token the kubelet projected for it, audience `secret-store`. */
+async function apiPodToken(
+  binaries: ClusterBinaries,
+  state: ClusterState,
+): Promise<{ name: string; tokenFile: string; runAsUser: number }> {
+  const kubectl = kubectlOn(binaries, state);
+  const pods = JSON.parse((await kubectl('-n', 'api', 'get', 'pods', '-l', 'app=api', '-o', 'json')).stdout);
+  const pod = pods.items.find((p: { metadata: { deletionTimestamp?: string } }) => !p.metadata.deletionTimestamp);
+  if (!pod) throw new Error('No running api pod');
   const tokenFile = join(
     state.dir,
     'kubelet/pods',
     pod.metadata.uid,
     'volumes/kubernetes.io~projected/secret-store-token/secret-store-token',
   );
+  return { name: pod.metadata.name, tokenFile, runAsUser: pod.spec.securityContext?.runAsUser ?? 0 };
+}
+
+/**
+ * Whether the api's projected token file, as the kubelet wrote it on the node, is readable by the uid the pod runs
+ * as (1000): by owner, group or everyone, as the kernel checks it for a process without capabilities.
+ */
+export async function apiTokenReadableBy(
+  binaries: ClusterBinaries,
+  state: ClusterState,
+): Promise<{ uid: number; mode: string; owner: string; readable: boolean }> {
+  const { tokenFile, runAsUser } = await apiPodToken(binaries, state);
+  const stat = await fs.stat(tokenFile);
+  const readable =
+    stat.uid === runAsUser
+      ? (stat.mode & 0o400) !== 0
+      : stat.gid === runAsUser
+        ? (stat.mode & 0o040) !== 0
+        : (stat.mode & 0o004) !== 0;
+  return { uid: runAsUser, mode: (stat.mode & 0o777).toString(8), owner: `${stat.uid}:${stat.gid}`, readable };
+}
+
+/**
+ * The api pod's token for the store, as the kubelet projected it, reviewed before and after the pod's deletion;
+ * returns the seconds from the deletion until the API server refuses it.
+ */
+export async function deleteApiPodUntilTokenRefused(binaries: ClusterBinaries, state: ClusterState): Promise<number> {
+  const kubectl = kubectlOn(binaries, state);
+  const { name, tokenFile } = await apiPodToken(binaries, state);
   const token = (await fs.readFile(tokenFile, 'utf8')).trim();
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromFile(state.kubeconfigPath);
@@ -148,13 +209,12 @@ export async function deploySeed(
     (await reviewer.createTokenReview({ body: { spec: { token, audiences: ['secret-store'] } } })).status
       ?.authenticated === true;
   if (!(await authenticated())) throw new Error("The api pod's token for the store was refused before its deletion");
-  await timed('api pod deleted until its token is refused', async () => {
-    await kubectl('-n', 'api', 'delete', 'pod', pod.metadata.name, '--wait=false');
-    if (!(await poll(async () => !(await authenticated()), 120_000, 200))) {
-      throw new Error("The deleted api pod's token was still accepted after 120 s");
-    }
-  });
-  return { seconds, answers };
+  const started = Date.now();
+  await kubectl('-n', 'api', 'delete', 'pod', name, '--wait=false');
+  if (!(await poll(async () => !(await authenticated()), 120_000, 200))) {
+    throw new Error("The deleted api pod's token was still accepted after 120 s");
+  }
+  return Math.round((Date.now() - started) / 100) / 10;
 }
 
 /**
@@ -201,4 +261,53 @@ export async function restartStoreUnderLoad(
     await load;
   }
   return { seconds: Math.round((Date.now() - started) / 100) / 10, requests, failed };
+}
+
+/**
+ * The store switched to `VERIFICATION=local+watch`, then the api pod deleted: returns the seconds until the store
+ * itself (not TokenReview) refuses the token the kubelet had projected for that pod, and its answer then.
+ */
+export async function deleteApiPodUntilStoreRefuses(
+  binaries: ClusterBinaries,
+  state: ClusterState,
+): Promise<{ seconds: number; status: number }> {
+  const kubectl = kubectlOn(binaries, state);
+  const rolledOut = (ns: string) =>
+    kubectl('-n', ns, 'rollout', 'status', 'deployment/app', `--timeout=${ROLLOUT_TIMEOUT_S}s`);
+  await kubectl('-n', 'secret-store', 'set', 'env', 'deployment/app', 'VERIFICATION=local+watch');
+  await rolledOut('secret-store');
+  await rolledOut('api');
+  const url = `http://${(await kubectl('-n', 'secret-store', 'get', 'svc', 'app', '-o', 'jsonpath={.spec.clusterIP}:{.spec.ports[0].port}')).stdout}/`;
+  const { name, tokenFile } = await apiPodToken(binaries, state);
+  const token = (await fs.readFile(tokenFile, 'utf8')).trim();
+  const status = async () => {
+    const response = await fetch(url, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(5000),
+    });
+    await response.arrayBuffer();
+    return response.status;
+  };
+  // Until only the new store pod answers (the old one, still in the Service for a moment, verifies otherwise).
+  const settled = await poll(async () => {
+    const pods = (await kubectl('-n', 'secret-store', 'get', 'pods', '-o', 'name')).stdout.trim().split('\n');
+    return pods.length === 1 && (await status()) === 200;
+  }, ROLLOUT_TIMEOUT_S * 1000);
+  if (!settled) throw new Error("The store under local+watch did not accept the api pod's token");
+  const started = Date.now();
+  await kubectl('-n', 'api', 'delete', 'pod', name, '--wait=false');
+  let refusal = 0;
+  const refused = async () => {
+    refusal = await status();
+    return refusal !== 200;
+  };
+  if (!(await poll(refused, 120_000, 200))) {
+    throw new Error("The store under local+watch still accepted the deleted api pod's token after 120 s");
+  }
+  const seconds = Math.round((Date.now() - started) / 100) / 10;
+  // Back to the manifests' verification: an apply keeps a variable that 'set env' added.
+  await kubectl('-n', 'secret-store', 'set', 'env', 'deployment/app', 'VERIFICATION-');
+  await rolledOut('secret-store');
+  await rolledOut('api');
+  return { seconds, status: refusal };
 }
