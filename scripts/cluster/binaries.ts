@@ -2,7 +2,13 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ensureControlPlaneBinaries, defaultCacheDirectory } from '@k8s-auth/nestjs/testing';
-import { ensureGoBinaries, type GoBinary, goBuildKey, readGoMod } from '@k8s-auth/internal/testing';
+import {
+  ensureGoBinaries,
+  type GoBinary,
+  goBuildKey,
+  kubernetesVersionStamp,
+  readGoMod,
+} from '@k8s-auth/internal/testing';
 
 /** The wrapper modules that pin every component of the node (see cluster/go/). */
 const CLUSTER_DIR = resolve(__dirname, '../../cluster');
@@ -24,17 +30,6 @@ export interface ClusterBinaries {
   probe: string;
 }
 
-/** A module build has no git tree to stamp from; without these the binaries report v0.0.0. */
-function kubernetesStamp(version: string): string[] {
-  const [, major, minor] = /^v(\d+)\.(\d+)/.exec(version) ?? [];
-  return [
-    `-X k8s.io/component-base/version.gitVersion=${version}`,
-    `-X k8s.io/component-base/version.gitMajor=${major}`,
-    `-X k8s.io/component-base/version.gitMinor=${minor}`,
-    '-X k8s.io/component-base/version.gitTreeState=clean',
-  ];
-}
-
 function kubernetes(): GoBinary[] {
   const moduleDir = join(CLUSTER_DIR, 'go/kubernetes');
   const { version, goVersion } = readGoMod(moduleDir, 'k8s.io/kubernetes');
@@ -44,7 +39,7 @@ function kubernetes(): GoBinary[] {
     packagePath: `k8s.io/kubernetes/cmd/${name}`,
     version,
     goVersion,
-    ldflags: kubernetesStamp(version),
+    ldflags: kubernetesVersionStamp(version),
   }));
 }
 

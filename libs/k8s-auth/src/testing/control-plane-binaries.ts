@@ -35,12 +35,12 @@ function readGoModule(name: 'kube-apiserver' | 'etcd', requirePath: string, pack
     packagePath,
     version,
     goVersion,
-    ldflags: name === 'kube-apiserver' ? versionStamp(version) : [],
+    ldflags: name === 'kube-apiserver' ? kubernetesVersionStamp(version) : [],
   };
 }
 
-/** A module build has no git tree to stamp from; without these the API server reports v0.0.0. */
-function versionStamp(version: string): string[] {
+/** A module build has no git tree to stamp from; without these a Kubernetes binary reports v0.0.0. */
+export function kubernetesVersionStamp(version: string): string[] {
   const [, major, minor] = /^v(\d+)\.(\d+)/.exec(version) ?? [];
   return [
     `-X k8s.io/component-base/version.gitVersion=${version}`,

@@ -3,6 +3,7 @@
  * a workspace path): not part of the published entry, and free to change.
  */
 export { freePort } from './control-plane';
+export { kubernetesVersionStamp } from './control-plane-binaries';
 export { ensureGoBinaries, goBuildKey, readGoMod } from './go-binaries';
 export type { GoBinary, GoBuildOptions } from './go-binaries';
 export { ManagedProcess } from './managed-process';
