@@ -16,6 +16,12 @@ export const PAUSE_IMAGE = 'localhost/k8s-auth/pause:1';
 export const PROBE_IMAGE = 'localhost/k8s-auth/probe:1';
 
 /** What `up` leaves behind for `down` and for the tests: pids by component, in the order they started. */
+/** `ctr` on the node's containerd, in the namespace the kubelet's images live in (`k8s.io`). */
+export function nodeCtr(binaries: ClusterBinaries, state: ClusterState) {
+  const socket = join(state.dir, 'containerd', 'containerd.sock');
+  return (...args: string[]) => run(binaries.ctr, ['--address', socket, '--namespace', 'k8s.io', ...args]);
+}
+
 export interface ClusterState {
   dir: string;
   server: string;

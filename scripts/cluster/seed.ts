@@ -3,7 +3,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ClusterBinaries } from './binaries';
 import { writeImageTarball } from './image';
-import type { ClusterState } from './node';
+import { type ClusterState, nodeCtr } from './node';
 import { poll, run } from './processes';
 
 const ROOT = resolve(__dirname, '../..');
@@ -86,14 +86,7 @@ export async function deploySeed(
       timeout: 300_000,
       maxBuffer: 16 << 20,
     });
-  const ctr = (...args: string[]) =>
-    run(binaries.ctr, [
-      '--address',
-      join(state.dir, 'containerd', 'containerd.sock'),
-      '--namespace',
-      'k8s.io',
-      ...args,
-    ]);
+  const ctr = nodeCtr(binaries, state);
 
   const images: Record<string, string> = {};
   for (const app of APPS) images[app] = await timed(`image ${app}`, () => buildAppImage(app, state.dir, ctr));

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { ClusterBinaries } from './binaries';
-import { PROBE_IMAGE, type ClusterState } from './node';
+import { nodeCtr, PROBE_IMAGE, type ClusterState } from './node';
 import { REGISTRY } from './registry';
 import { poll, run } from './processes';
 
@@ -62,14 +62,7 @@ export async function smokeTest(
   pulled.spec.containers[0]['image'] = pushed;
   pulled.spec.containers[0]['imagePullPolicy'] = 'Always';
   pods.push(pulled);
-  const ctr = (...args: string[]) =>
-    run(binaries.ctr, [
-      '--address',
-      join(state.dir, 'containerd', 'containerd.sock'),
-      '--namespace',
-      'k8s.io',
-      ...args,
-    ]);
+  const ctr = nodeCtr(binaries, state);
   await ctr('images', 'tag', '--force', PROBE_IMAGE, pushed);
   await ctr('images', 'push', '--plain-http', pushed);
   // The pod's pull policy Always makes the kubelet pull it from the registry. Removing the tag with ctr instead would
